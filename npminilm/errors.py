@@ -1,0 +1,25 @@
+"""Typed exceptions: every error npminilm raises on purpose is one of these."""
+
+
+class NpMiniLMError(Exception):
+    """Base class of every npminilm error."""
+
+
+class ModelNotFoundError(NpMiniLMError, LookupError):
+    """A model name or path that resolves to no folder."""
+
+
+class ModelLoadError(NpMiniLMError, ValueError):
+    """A model folder or file that is broken: bad JSON, bad safetensors, missing or misshapen tensors."""
+
+
+class FetchError(NpMiniLMError):
+    """Downloading or unpacking a model package failed."""
+
+
+class InvalidInputError(NpMiniLMError, TypeError):
+    """An input of the wrong type (None, a number, bytes, a nested list), naming the index of the bad item."""
+
+
+class TokenizerError(NpMiniLMError, ValueError):
+    """A vocabulary or tokenizer file that cannot be used."""
