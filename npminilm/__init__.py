@@ -1,0 +1,25 @@
+"""npminilm: torch-free MiniLM / BERT sentence embeddings in NumPy, matching sentence-transformers."""
+
+import importlib
+
+__version__ = "0.1.0"
+__all__ = ["SentenceEncoder", "WordPieceTokenizer", "errors", "util", "ops", "__version__"]
+
+_LAZY = {
+    "SentenceEncoder": ("npminilm.encoder", "SentenceEncoder"),
+    "WordPieceTokenizer": ("npminilm.tokenizer", "WordPieceTokenizer"),
+}
+_SUBMODULES = {"errors", "util", "ops", "bert", "hub", "tokenizer", "encoder", "folder", "weights"}
+
+
+def __getattr__(name):
+    # Lazy, so that `import npminilm` stays cheap and `npminilm --help` never loads the model code.
+    if name in _LAZY:
+        module, attr = _LAZY[name]
+        value = getattr(importlib.import_module(module), attr)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f"npminilm.{name}")
+    else:
+        raise AttributeError(f"module 'npminilm' has no attribute {name!r}")
+    globals()[name] = value
+    return value

@@ -1,0 +1,103 @@
+"""The BERT encoder forward pass (post-LN blocks, exact GELU), built from the ops in `ops.py`.
+
+Parameters are a dict keyed by HF names (`encoder.layer.3.attention.output.LayerNorm.weight`). Each stage
+returns `(out, cache)` so the same code can serve a backward pass; inference simply drops the caches.
+"""
+
+import numpy as np
+
+from .errors import InvalidInputError
+from .ops import (
+    attention_forward,
+    embedding_forward,
+    gelu_forward,
+    layernorm_forward,
+    linear_forward,
+    tanh_forward,
+)
+
+
+def embeddings_forward(params, config, input_ids, token_type_ids):
+    """LayerNorm(word[ids] + position[t] + token_type[type]). (B, T) ints -> (B, T, C)."""
+    T = input_ids.shape[1]
+    word, word_cache = embedding_forward(input_ids, params["embeddings.word_embeddings.weight"])
+    pos, pos_cache = embedding_forward(np.arange(T)[None, :], params["embeddings.position_embeddings.weight"])
+    typ, typ_cache = embedding_forward(token_type_ids, params["embeddings.token_type_embeddings.weight"])
+    x = word + pos + typ  # (B, T, C) + (1, T, C) + (B, T, C)
+    out, ln_cache = layernorm_forward(
+        x, params["embeddings.LayerNorm.weight"], params["embeddings.LayerNorm.bias"], config.layer_norm_eps
+    )
+    return out, (word_cache, pos_cache, typ_cache, ln_cache)
+
+
+def layer_forward(params, config, i, x, mask):
+    """One post-LN block: h = LN(x + Attn(x)); out = LN(h + FFN(h)). (B, T, C) -> (B, T, C)."""
+    p = f"encoder.layer.{i}."
+    eps = config.layer_norm_eps
+    q, q_cache = linear_forward(x, params[p + "attention.self.query.weight"], params[p + "attention.self.query.bias"])
+    k, k_cache = linear_forward(x, params[p + "attention.self.key.weight"], params[p + "attention.self.key.bias"])
+    v, v_cache = linear_forward(x, params[p + "attention.self.value.weight"], params[p + "attention.self.value.bias"])
+    a, attn_cache = attention_forward(q, k, v, config.num_attention_heads, mask)
+    o, o_cache = linear_forward(a, params[p + "attention.output.dense.weight"], params[p + "attention.output.dense.bias"])
+    h, ln1_cache = layernorm_forward(
+        o + x, params[p + "attention.output.LayerNorm.weight"], params[p + "attention.output.LayerNorm.bias"], eps
+    )
+    f, up_cache = linear_forward(h, params[p + "intermediate.dense.weight"], params[p + "intermediate.dense.bias"])  # (B, T, I)
+    g, gelu_cache = gelu_forward(f)
+    d, down_cache = linear_forward(g, params[p + "output.dense.weight"], params[p + "output.dense.bias"])  # (B, T, C)
+    out, ln2_cache = layernorm_forward(
+        d + h, params[p + "output.LayerNorm.weight"], params[p + "output.LayerNorm.bias"], eps
+    )
+    cache = (q_cache, k_cache, v_cache, attn_cache, o_cache, ln1_cache, up_cache, gelu_cache, down_cache, ln2_cache)
+    return out, cache
+
+
+def pooler_forward(params, h):
+    """BERT's pooler: tanh(dense(h[:, 0])). (B, T, C) -> (B, C)."""
+    z, dense_cache = linear_forward(h[:, 0], params["pooler.dense.weight"], params["pooler.dense.bias"])
+    out, tanh_cache = tanh_forward(z)
+    return out, (dense_cache, tanh_cache)
+
+
+def check_inputs(config, input_ids, attention_mask, token_type_ids):
+    """Validate ids, mask and types against the config; returns them as int64 arrays."""
+    input_ids = np.asarray(input_ids)
+    if input_ids.ndim != 2 or not np.issubdtype(input_ids.dtype, np.integer):
+        raise InvalidInputError(f"input_ids must be a 2-D integer array (B, T), got {input_ids.dtype} {input_ids.shape}")
+    B, T = input_ids.shape
+    attention_mask = np.ones((B, T), np.int64) if attention_mask is None else np.asarray(attention_mask)
+    token_type_ids = np.zeros((B, T), np.int64) if token_type_ids is None else np.asarray(token_type_ids)
+    for name, arr in (("attention_mask", attention_mask), ("token_type_ids", token_type_ids)):
+        if arr.shape != (B, T):
+            raise InvalidInputError(f"{name} has shape {arr.shape}, input_ids has {(B, T)}")
+    if T > config.max_position_embeddings:
+        raise InvalidInputError(f"sequence length {T} exceeds max_position_embeddings {config.max_position_embeddings}")
+    if input_ids.size and (input_ids.min() < 0 or input_ids.max() >= config.vocab_size):
+        raise InvalidInputError(f"input_ids must lie in [0, {config.vocab_size})")
+    if token_type_ids.size and (token_type_ids.min() < 0 or token_type_ids.max() >= config.type_vocab_size):
+        raise InvalidInputError(f"token_type_ids must lie in [0, {config.type_vocab_size})")
+    return input_ids.astype(np.int64, copy=False), attention_mask.astype(np.int64, copy=False), \
+        token_type_ids.astype(np.int64, copy=False)
+
+
+def bert_forward(params, config, input_ids, attention_mask=None, token_type_ids=None,
+                 output_hidden_states=False, keep_cache=False):
+    """The whole encoder. Returns ({"last_hidden_state", ["hidden_states"], ["pooler_output"]}, caches or None)."""
+    input_ids, attention_mask, token_type_ids = check_inputs(config, input_ids, attention_mask, token_type_ids)
+    x, emb_cache = embeddings_forward(params, config, input_ids, token_type_ids)
+    hidden_states = [x] if output_hidden_states else None
+    layer_caches = []
+    for i in range(config.num_hidden_layers):
+        x, layer_cache = layer_forward(params, config, i, x, attention_mask)
+        if output_hidden_states:
+            hidden_states.append(x)
+        if keep_cache:
+            layer_caches.append(layer_cache)
+    out = {"last_hidden_state": x}
+    if output_hidden_states:
+        out["hidden_states"] = hidden_states
+    pooler_cache = None
+    if "pooler.dense.weight" in params:
+        out["pooler_output"], pooler_cache = pooler_forward(params, x)
+    cache = (emb_cache, layer_caches, pooler_cache, attention_mask) if keep_cache else None
+    return out, cache

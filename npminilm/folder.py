@@ -1,0 +1,168 @@
+"""Reading a sentence-transformers / HF BERT model folder: config.json, modules.json, pooling and length settings."""
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ModelLoadError
+
+# sentence-transformers concatenates pooled vectors in this order, whatever order the config lists them in.
+POOLING_ORDER = ("cls", "max", "mean", "mean_sqrt_len_tokens")
+LEGACY_POOLING_KEYS = {
+    "pooling_mode_cls_token": "cls",
+    "pooling_mode_max_tokens": "max",
+    "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
+}
+UNSUPPORTED_POOLING_KEYS = {"pooling_mode_weightedmean_tokens": "weightedmean", "pooling_mode_lasttoken": "lasttoken"}
+SUPPORTED_ACTIVATIONS = ("gelu",)
+
+
+@dataclass(frozen=True)
+class BertConfig:
+    vocab_size: int
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    intermediate_size: int
+    max_position_embeddings: int
+    type_vocab_size: int
+    layer_norm_eps: float
+    hidden_act: str = "gelu"
+
+    @property
+    def head_size(self):
+        return self.hidden_size // self.num_attention_heads
+
+    @classmethod
+    def from_dict(cls, d, where="config.json"):
+        """Validate the fields the encoder needs; anything off is a ModelLoadError naming the field."""
+        if d.get("model_type", "bert") not in ("bert",):
+            raise ModelLoadError(f"{where}: model_type {d.get('model_type')!r} is not a BERT model")
+        ints = {}
+        for key in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                    "max_position_embeddings", "type_vocab_size"):
+            value = d.get(key)
+            if type(value) is not int or value <= 0:
+                raise ModelLoadError(f"{where}: {key} must be a positive integer, got {value!r}")
+            ints[key] = value
+        if ints["hidden_size"] % ints["num_attention_heads"]:
+            raise ModelLoadError(f"{where}: hidden_size {ints['hidden_size']} is not divisible by "
+                                 f"num_attention_heads {ints['num_attention_heads']}")
+        eps = d.get("layer_norm_eps", 1e-12)
+        if not isinstance(eps, (int, float)) or not 0 < eps < 1:
+            raise ModelLoadError(f"{where}: layer_norm_eps must be in (0, 1), got {eps!r}")
+        act = d.get("hidden_act", "gelu")
+        if act not in SUPPORTED_ACTIVATIONS:
+            raise ModelLoadError(f"{where}: hidden_act {act!r} is not supported (only exact-erf 'gelu')")
+        if d.get("position_embedding_type", "absolute") != "absolute":
+            raise ModelLoadError(f"{where}: only absolute position embeddings are supported")
+        return cls(layer_norm_eps=float(eps), hidden_act=act, **ints)
+
+
+@dataclass
+class ModelFolder:
+    path: Path                  # the sentence-transformers folder (holds modules.json)
+    transformer_path: Path      # the HF folder (config.json, model.safetensors, vocab) — usually the same
+    config: BertConfig
+    raw_config: dict
+    pooling_modes: list = field(default_factory=lambda: ["mean"])
+    normalize: bool = False
+    max_seq_length: int = 512
+    do_lower_case: bool = False
+
+    @property
+    def weights_path(self):
+        return self.transformer_path / "model.safetensors"
+
+
+def read_json(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise ModelLoadError(f"{path}: missing") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelLoadError(f"{path}: unreadable JSON ({e})") from None
+
+
+def read_model_folder(path):
+    """Read every config of a model folder. Weights and vocab are checked by their own loaders."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ModelLoadError(f"{path}: not a folder")
+    transformer_path, pooling_path, normalize = path, None, False
+    if (path / "modules.json").exists():
+        transformer_path, pooling_path, normalize = _read_modules(path)
+
+    raw_config = read_json(transformer_path / "config.json")
+    if not isinstance(raw_config, dict):
+        raise ModelLoadError(f"{transformer_path / 'config.json'}: not a JSON object")
+    config = BertConfig.from_dict(raw_config, where=str(transformer_path / "config.json"))
+    if not (transformer_path / "model.safetensors").exists():
+        hint = " (pickled pytorch_model.bin is never loaded; convert it to safetensors)" \
+            if (transformer_path / "pytorch_model.bin").exists() else ""
+        raise ModelLoadError(f"{transformer_path / 'model.safetensors'}: missing{hint}")
+
+    pooling_modes = ["mean"]
+    if pooling_path is not None:
+        pooling_modes = _read_pooling(pooling_path / "config.json", config.hidden_size)
+    max_seq_length, do_lower_case = _read_sentence_bert_config(transformer_path, config)
+    return ModelFolder(path, transformer_path, config, raw_config, pooling_modes, normalize,
+                       max_seq_length, do_lower_case)
+
+
+def _read_modules(path):
+    modules = read_json(path / "modules.json")
+    if not isinstance(modules, list) or not all(isinstance(m, dict) for m in modules):
+        raise ModelLoadError(f"{path / 'modules.json'}: expected a list of module objects")
+    kinds = [str(m.get("type", "")).rsplit(".", 1)[-1] for m in modules]
+    if kinds[:2] != ["Transformer", "Pooling"] or any(k != "Normalize" for k in kinds[2:]) or len(kinds) > 3:
+        raise ModelLoadError(f"{path / 'modules.json'}: unsupported module pipeline {kinds}; "
+                             "expected Transformer -> Pooling -> optional Normalize")
+    transformer_path = (path / modules[0].get("path", "")).resolve()
+    pooling_path = (path / modules[1].get("path", "")).resolve()
+    for p in (transformer_path, pooling_path):
+        if not p.is_relative_to(path.resolve()):
+            raise ModelLoadError(f"{path / 'modules.json'}: module path {p} leaves the model folder")
+    return transformer_path, pooling_path, len(kinds) == 3
+
+
+def _read_pooling(config_path, hidden_size):
+    cfg = read_json(config_path)
+    if not isinstance(cfg, dict):
+        raise ModelLoadError(f"{config_path}: not a JSON object")
+    dim = cfg.get("word_embedding_dimension", cfg.get("embedding_dimension", hidden_size))
+    if dim != hidden_size:
+        raise ModelLoadError(f"{config_path}: embedding dimension {dim} does not match hidden_size {hidden_size}")
+    if "pooling_mode" in cfg and isinstance(cfg["pooling_mode"], (str, list)):
+        requested = cfg["pooling_mode"] if isinstance(cfg["pooling_mode"], list) else [cfg["pooling_mode"]]
+        requested = ["mean_sqrt_len_tokens" if m == "mean_sqrt_len" else m for m in requested]
+    else:
+        requested = [mode for key, mode in {**LEGACY_POOLING_KEYS, **UNSUPPORTED_POOLING_KEYS}.items()
+                     if cfg.get(key)]
+    unknown = [m for m in requested if m not in POOLING_ORDER]
+    if unknown:
+        raise ModelLoadError(f"{config_path}: unsupported pooling mode(s) {unknown}")
+    if not requested:
+        raise ModelLoadError(f"{config_path}: no pooling mode enabled")
+    if "pooling_mode" in cfg:
+        return list(dict.fromkeys(requested))
+    return [m for m in POOLING_ORDER if m in requested]
+
+
+def _read_sentence_bert_config(transformer_path, config):
+    cfg = {}
+    if (transformer_path / "sentence_bert_config.json").exists():
+        cfg = read_json(transformer_path / "sentence_bert_config.json")
+        if not isinstance(cfg, dict):
+            raise ModelLoadError(f"{transformer_path / 'sentence_bert_config.json'}: not a JSON object")
+    max_len = cfg.get("max_seq_length")
+    if max_len is None:
+        tok_cfg = transformer_path / "tokenizer_config.json"
+        model_max = read_json(tok_cfg).get("model_max_length") if tok_cfg.exists() else None
+        max_len = model_max if isinstance(model_max, int) and model_max < 10**6 else config.max_position_embeddings
+        max_len = min(max_len, config.max_position_embeddings)
+    if type(max_len) is not int or max_len < 2:
+        raise ModelLoadError(f"{transformer_path / 'sentence_bert_config.json'}: bad max_seq_length {max_len!r}")
+    return max_len, bool(cfg.get("do_lower_case", False))

@@ -1,0 +1,255 @@
+"""Transformer ops as forward/backward pairs over NumPy arrays.
+
+Every `*_forward(...)` returns `(out, cache)`; every `*_backward(dout, cache)` returns the gradients of the
+forward's array inputs, in the forward's argument order. Backward accumulates nothing hidden: a caller whose
+tensor fans out sums the gradients itself. One implementation serves inference, training, encoder and decoder.
+
+Dimensions: B batch, T time (tokens), C channels (hidden), NH heads, hs head size (C // NH), I FFN width, V vocab.
+"""
+
+import math
+
+import numpy as np
+
+# ----------------------------------------------------------------------------------------------- linear
+
+
+def linear_forward(x, weight, bias=None):
+    """y = x @ W.T + b, with W stored [out, in] as in HF checkpoints."""
+    x2 = x.reshape(-1, x.shape[-1])  # (..., in) -> (N, in)
+    out = x2 @ weight.T  # (N, in) @ (in, out) -> (N, out)
+    if bias is not None:
+        out += bias
+    return out.reshape(*x.shape[:-1], weight.shape[0]), (x, weight, bias is not None)
+
+
+# y = x W^T + b   =>   dx = dy W,   dW = dy^T x,   db = sum over rows of dy
+def linear_backward(dout, cache):
+    x, weight, has_bias = cache
+    dout2 = dout.reshape(-1, dout.shape[-1])  # (N, out)
+    dx = (dout2 @ weight).reshape(x.shape)
+    dweight = dout2.T @ x.reshape(-1, x.shape[-1])
+    dbias = dout2.sum(axis=0) if has_bias else None
+    return dx, dweight, dbias
+
+
+# -------------------------------------------------------------------------------------------- embedding
+
+
+def embedding_forward(ids, weight):
+    """Row lookup: ids (...) int -> (..., C)."""
+    return weight[ids], (ids, weight.shape)
+
+
+# out[..., :] = W[ids[...], :]   =>   dW[v] = sum of dout over every position whose id is v (scatter-add)
+def embedding_backward(dout, cache):
+    ids, weight_shape = cache
+    dweight = np.zeros(weight_shape, dtype=dout.dtype)
+    np.add.at(dweight, ids.reshape(-1), dout.reshape(-1, weight_shape[1]))
+    return (dweight,)
+
+
+# -------------------------------------------------------------------------------------------- layernorm
+
+
+def layernorm_forward(x, weight, bias, eps):
+    """LayerNorm over the last axis; keeps mean and rstd (not the normalised tensor) for backward."""
+    mean = x.mean(axis=-1, keepdims=True)  # (..., 1)
+    xc = x - mean
+    var = np.mean(xc * xc, axis=-1, keepdims=True)
+    rstd = 1.0 / np.sqrt(var + eps)
+    out = xc * rstd * weight + bias
+    return out, (x, mean, rstd, weight)
+
+
+# xhat = (x - mean) * rstd,  y = xhat * w + b.  With g = dy * w (per row of length C):
+#   dx = rstd * (g - mean(g) - xhat * mean(g * xhat)),  dw = sum dy * xhat,  db = sum dy
+def layernorm_backward(dout, cache):
+    x, mean, rstd, weight = cache
+    xhat = (x - mean) * rstd
+    g = dout * weight
+    dx = rstd * (g - g.mean(axis=-1, keepdims=True) - xhat * np.mean(g * xhat, axis=-1, keepdims=True))
+    axes = tuple(range(dout.ndim - 1))
+    return dx, (dout * xhat).sum(axis=axes), dout.sum(axis=axes)
+
+
+# ------------------------------------------------------------------------------------------------- gelu
+
+_SQRT1_2 = 1.0 / math.sqrt(2.0)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+_erf_float64 = np.frompyfunc(math.erf, 1, 1)
+
+
+def erf(x):
+    """erf for float32 (Abramowitz & Stegun 7.1.26, |error| <= 1.5e-7) and float64 (libm's erf, exact)."""
+    if x.dtype == np.float64:
+        return _erf_float64(x).astype(np.float64)
+    a = np.abs(x)
+    t = 1.0 / (1.0 + np.float32(0.3275911) * a)
+    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
+    y = 1.0 - (poly * np.exp(-a * a)).astype(x.dtype, copy=False)
+    return np.copysign(y, x).astype(x.dtype, copy=False)
+
+
+def gelu_forward(x):
+    """Exact GELU, x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2)) (HF's "gelu", not the tanh "gelu_new")."""
+    return 0.5 * x * (1.0 + erf(x * _SQRT1_2)), (x,)
+
+
+# d/dx [x Phi(x)] = Phi(x) + x phi(x),   phi(x) = exp(-x^2 / 2) / sqrt(2 pi)
+def gelu_backward(dout, cache):
+    (x,) = cache
+    cdf = 0.5 * (1.0 + erf(x * _SQRT1_2))
+    pdf = np.exp(-0.5 * x * x) * _INV_SQRT_2PI
+    return (dout * (cdf + x * pdf),)
+
+
+# ---------------------------------------------------------------------------------------------- softmax
+
+
+def softmax_forward(x, axis=-1):
+    """Numerically stable softmax; the cache is the output itself."""
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    out = e / e.sum(axis=axis, keepdims=True)
+    return out, (out, axis)
+
+
+# y = softmax(x)   =>   dx = y * (dy - sum(dy * y))
+def softmax_backward(dout, cache):
+    out, axis = cache
+    return (out * (dout - np.sum(dout * out, axis=axis, keepdims=True)),)
+
+
+# -------------------------------------------------------------------------------------------- attention
+
+
+def attention_forward(q, k, v, n_head, mask=None, causal=False):
+    """Scaled dot-product multi-head attention. q, k, v (B, T, C) -> (B, T, C).
+
+    mask (B, T): 1 for real tokens, 0 for padding keys. Disallowed scores are set to the dtype's lowest
+    finite value (as HF's additive mask does), so a row never becomes all -inf and never NaN.
+    """
+    B, T, C = q.shape
+    hs = C // n_head
+    qh = q.reshape(B, T, n_head, hs).transpose(0, 2, 1, 3)  # (B, T, C) -> (B, NH, T, hs)
+    kh = k.reshape(B, T, n_head, hs).transpose(0, 2, 1, 3)
+    vh = v.reshape(B, T, n_head, hs).transpose(0, 2, 1, 3)
+    scale = 1.0 / math.sqrt(hs)
+    scores = (qh @ kh.transpose(0, 1, 3, 2)) * np.asarray(scale, q.dtype)  # (B, NH, T, T)
+    allowed = _allowed(mask, causal, B, T)
+    if allowed is not None:
+        scores = np.where(allowed, scores, np.finfo(scores.dtype).min)
+    probs, _ = softmax_forward(scores)
+    yh = probs @ vh  # (B, NH, T, T) @ (B, NH, T, hs) -> (B, NH, T, hs)
+    y = yh.transpose(0, 2, 1, 3).reshape(B, T, C)  # (B, NH, T, hs) -> (B, T, C)
+    return y, (qh, kh, vh, probs, scale)
+
+
+def _allowed(mask, causal, B, T):
+    """Boolean (B or 1, 1, T, T) of the key positions each query may attend to, or None for all."""
+    allowed = None
+    if mask is not None:
+        allowed = (np.asarray(mask) != 0)[:, None, None, :]  # (B, 1, 1, T)
+    if causal:
+        tri = np.tril(np.ones((T, T), dtype=bool))[None, None]  # (1, 1, T, T)
+        allowed = tri if allowed is None else allowed & tri
+    return allowed
+
+
+# S = Q K^T * s,  P = softmax(S) (masked entries are constants),  Y = P V
+#   dV = P^T dY,   dP = dY V^T,   dS = P * (dP - rowsum(dP * P)),   dQ = dS K s,   dK = dS^T Q s
+def attention_backward(dout, cache):
+    qh, kh, vh, probs, scale = cache
+    B, NH, T, hs = qh.shape
+    dyh = dout.reshape(B, T, NH, hs).transpose(0, 2, 1, 3)  # (B, T, C) -> (B, NH, T, hs)
+    dvh = probs.transpose(0, 1, 3, 2) @ dyh
+    dprobs = dyh @ vh.transpose(0, 1, 3, 2)
+    (dscores,) = softmax_backward(dprobs, (probs, -1))
+    dscores = dscores * scale
+    dqh = dscores @ kh
+    dkh = dscores.transpose(0, 1, 3, 2) @ qh
+
+    def merge(t):  # (B, NH, T, hs) -> (B, T, C)
+        return t.transpose(0, 2, 1, 3).reshape(B, T, NH * hs)
+
+    return merge(dqh), merge(dkh), merge(dvh)
+
+
+# ---------------------------------------------------------------------------------------------- pooling
+
+
+def mean_pool_forward(h, mask, sqrt_len=False):
+    """Masked mean over T (sentence-transformers' "mean"), or sum / sqrt(len) ("mean_sqrt_len_tokens").
+
+    h (B, T, C), mask (B, T) -> (B, C). Counts are clamped at 1e-9 as sentence-transformers does.
+    """
+    m = np.asarray(mask, dtype=h.dtype)[:, :, None]  # (B, T, 1)
+    count = np.maximum(m.sum(axis=1), 1e-9)  # (B, 1)
+    denom = np.sqrt(count) if sqrt_len else count
+    return (h * m).sum(axis=1) / denom, (m, denom)
+
+
+# y = sum_t m_t h_t / d   =>   dh_t = m_t * dy / d
+def mean_pool_backward(dout, cache):
+    m, denom = cache
+    return ((dout / denom)[:, None, :] * m,)
+
+
+def cls_pool_forward(h, mask):
+    """The first real token of each row (position 0 for right padding). h (B, T, C) -> (B, C)."""
+    first = np.argmax(np.asarray(mask) != 0, axis=1)  # (B,)
+    return h[np.arange(h.shape[0]), first], (first, h.shape)
+
+
+def cls_pool_backward(dout, cache):
+    first, shape = cache
+    dh = np.zeros(shape, dtype=dout.dtype)
+    dh[np.arange(shape[0]), first] = dout
+    return (dh,)
+
+
+def max_pool_forward(h, mask):
+    """Masked max over T. h (B, T, C), mask (B, T) -> (B, C)."""
+    masked = np.where(np.asarray(mask)[:, :, None] != 0, h, -np.inf)
+    idx = masked.argmax(axis=1)  # (B, C)
+    return np.take_along_axis(masked, idx[:, None, :], axis=1)[:, 0, :], (idx, h.shape)
+
+
+# the gradient flows only to the arg-max token of each channel
+def max_pool_backward(dout, cache):
+    idx, shape = cache
+    dh = np.zeros(shape, dtype=dout.dtype)
+    np.put_along_axis(dh, idx[:, None, :], dout[:, None, :], axis=1)
+    return (dh,)
+
+
+# ---------------------------------------------------------------------------------------- normalisation
+
+
+def l2_normalize_forward(x, eps=1e-12):
+    """x / max(||x||, eps) over the last axis (torch.nn.functional.normalize)."""
+    norm = np.sqrt(np.sum(x * x, axis=-1, keepdims=True))
+    denom = np.maximum(norm, eps)
+    out = x / denom
+    return out, (out, denom, norm >= eps)
+
+
+# y = x / |x|   =>   dx = (dy - y (y . dy)) / |x|     (below eps the denominator is constant: dx = dy / eps)
+def l2_normalize_backward(dout, cache):
+    out, denom, above = cache
+    proj = np.where(above, np.sum(out * dout, axis=-1, keepdims=True), 0.0)
+    return ((dout - out * proj) / denom,)
+
+
+# -------------------------------------------------------------------------------------------------- tanh
+
+
+def tanh_forward(x):
+    out = np.tanh(x)
+    return out, (out,)
+
+
+# d tanh(x) = 1 - tanh(x)^2
+def tanh_backward(dout, cache):
+    (out,) = cache
+    return (dout * (1.0 - out * out),)
