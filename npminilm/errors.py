@@ -23,3 +23,7 @@ class InvalidInputError(NpMiniLMError, TypeError):
 
 class TokenizerError(NpMiniLMError, ValueError):
     """A vocabulary or tokenizer file that cannot be used."""
+
+
+class InvalidArgumentError(NpMiniLMError, ValueError):
+    """An argument with an acceptable type but an unusable value (a dtype, a length, an output name)."""

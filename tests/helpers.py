@@ -1,0 +1,61 @@
+"""One verbose comparison helper for every test: max difference and the first offending indices."""
+
+import numpy as np
+
+
+def assert_close(actual, expected, atol, rtol=0.0, name="array"):
+    actual = np.asarray(actual, dtype=np.float64)
+    expected = np.asarray(expected, dtype=np.float64)
+    assert actual.shape == expected.shape, f"{name}: shape {actual.shape} != expected {expected.shape}"
+    diff = np.abs(actual - expected)
+    bad = diff > atol + rtol * np.abs(expected)
+    if bad.any():
+        idx = np.argwhere(bad)[:5]
+        rows = ", ".join(f"{tuple(i)}: {actual[tuple(i)]:.9g} vs {expected[tuple(i)]:.9g}" for i in idx)
+        raise AssertionError(f"{name}: {bad.sum()} of {bad.size} elements off (max abs diff {diff.max():.3g}, "
+                             f"atol {atol}, rtol {rtol}); first: {rows}")
+
+
+def rel_error(a, b):
+    """max |a - b| / max(|b|), the whole-tensor relative error used for gradient comparisons."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-300))
+
+
+def write_random_folder(path, model_dir, layers=2, hidden=24, heads=4, inter=40, prefix=False, seed=0,
+                        modules=True, pooling=("mean",), normalize=True):
+    """A small random-weight BERT folder written with NumPy alone (no torch), using the default model's vocab."""
+    import json
+    import shutil
+
+    from safetensors.numpy import save_file
+
+    from npminilm.folder import BertConfig
+    from npminilm.weights import bert_param_shapes
+
+    rng = np.random.default_rng(seed)
+    raw = {"model_type": "bert", "architectures": ["BertModel"], "vocab_size": 30522, "hidden_size": hidden,
+           "num_hidden_layers": layers, "num_attention_heads": heads, "intermediate_size": inter,
+           "max_position_embeddings": 64, "type_vocab_size": 2, "layer_norm_eps": 1e-12, "hidden_act": "gelu"}
+    shapes = bert_param_shapes(BertConfig.from_dict(raw))
+    tensors = {("bert." if prefix else "") + k: (rng.standard_normal(s) * 0.1).astype(np.float32)
+               for k, s in shapes.items()}
+    tensors[("bert." if prefix else "") + "embeddings.position_ids"] = np.arange(64, dtype=np.int64)[None]
+    path.mkdir(parents=True)
+    (path / "config.json").write_text(json.dumps(raw))
+    save_file(tensors, str(path / "model.safetensors"))
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(model_dir / name, path / name)
+    (path / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 64, "do_lower_case": False}))
+    if modules:
+        (path / "1_Pooling").mkdir()
+        keys = {"cls": "pooling_mode_cls_token", "max": "pooling_mode_max_tokens",
+                "mean": "pooling_mode_mean_tokens", "mean_sqrt_len_tokens": "pooling_mode_mean_sqrt_len_tokens"}
+        (path / "1_Pooling" / "config.json").write_text(
+            json.dumps({"word_embedding_dimension": hidden, **{k: m in pooling for m, k in keys.items()}}))
+        mods = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+                {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+        if normalize:
+            mods.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
+        (path / "modules.json").write_text(json.dumps(mods))
+    return path

@@ -1,0 +1,78 @@
+"""The NumPy engine against transformers.BertModel (every hidden state) and sentence-transformers (embeddings)."""
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, strategies as st
+from sentence_transformers import SentenceTransformer
+from transformers import BertModel
+
+from tests.helpers import assert_close
+
+# (dtype, atol): the issue's bars for hidden states against HF in each precision
+TOLERANCES = [("float32", 1e-5), ("float64", 1e-10)]
+TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+@pytest.fixture(scope="module")
+def st_model(model_dir):
+    return SentenceTransformer(str(model_dir), device="cpu")
+
+
+def stsb_sentences(data_dir, n, seed):
+    import csv
+
+    with open(data_dir / "stsb" / "stsb-en-test.csv", encoding="utf-8") as f:
+        lines = [row[0] for row in csv.reader(f)]
+    rng = np.random.default_rng(seed)
+    return [lines[i] for i in rng.choice(len(lines), n, replace=False)]
+
+
+@pytest.mark.parametrize("dtype,atol", TOLERANCES)
+def test_hidden_states_and_pooler_match_bert_model(model_dir, data_dir, dtype, atol):
+    from npminilm import SentenceEncoder
+
+    enc = SentenceEncoder(model_dir, dtype=dtype)
+    hf = BertModel.from_pretrained(str(model_dir), torch_dtype=TORCH_DTYPES[dtype]).eval()
+    texts = stsb_sentences(data_dir, 7, seed=np.random.SeedSequence().entropy % 2**32) + ["", "a " * 300]
+    f = enc.tokenize(texts)
+    rng = np.random.default_rng()
+    f["token_type_ids"] = (rng.random(f["input_ids"].shape) < 0.3).astype(np.int64) * f["attention_mask"]
+    ours = enc.forward(f["input_ids"], f["attention_mask"], f["token_type_ids"], output_hidden_states=True)
+    with torch.no_grad():
+        ref = hf(**{k: torch.from_numpy(v) for k, v in f.items()}, output_hidden_states=True)
+    real = f["attention_mask"].astype(bool)
+    assert len(ours["hidden_states"]) == len(ref.hidden_states) == 7
+    for i, (a, b) in enumerate(zip(ours["hidden_states"], ref.hidden_states)):
+        assert a.dtype == np.dtype(dtype)
+        assert_close(a[real], b.numpy()[real], atol, name=f"hidden_states[{i}] {dtype}")
+    assert_close(ours["last_hidden_state"][real], ref.last_hidden_state.numpy()[real], atol, name="last_hidden_state")
+    assert_close(ours["pooler_output"], ref.pooler_output.numpy(), atol, name="pooler_output")
+
+
+WIDE_TEXT = st.text(
+    alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=0, max_size=60
+) | st.lists(st.sampled_from(["the", "cat", "sat", "on", "mat", "Ünïcödé", "naïve", "東京", "🙂", "[SEP]", "!", "42",
+                              "co-operate", "LLMs", "   ", "\t", "x" * 120]),
+             min_size=0, max_size=40).map(" ".join)
+
+
+@given(texts=st.lists(WIDE_TEXT, min_size=1, max_size=6))
+def test_embeddings_match_sentence_transformers(encoder, st_model, texts):
+    ours = encoder.encode(texts, batch_size=4)
+    ref = st_model.encode(texts, batch_size=4, convert_to_numpy=True)
+    assert ours.shape == ref.shape == (len(texts), 384)
+    assert_close(ours, ref, 1e-5, name="sentence embeddings")
+
+
+def test_token_embeddings_match_sentence_transformers(encoder, st_model, data_dir):
+    texts = stsb_sentences(data_dir, 5, seed=None)
+    ours = encoder.encode(texts, output_value="token_embeddings")
+    ref = st_model.encode(texts, output_value="token_embeddings")
+    for a, b in zip(ours, ref):
+        assert_close(a, np.asarray(b), 1e-5, name="token embeddings")
+
+
+def test_edge_texts_match_sentence_transformers(encoder, st_model):
+    texts = ["", "   ", "\n\t ", "a" * 1_000_000, "x\ud800y", "\x00\x07 ctrl \x1b[0m", "[SEP] [CLS] [sep]"]
+    assert_close(encoder.encode(texts), st_model.encode(texts), 1e-5, name="edge texts")

