@@ -128,6 +128,9 @@ def resolve_model_path(name_or_path: str | os.PathLike = DEFAULT_MODEL, *, allow
             return as_path
         missing = [f for f in REQUIRED_FILES if not (as_path / f).is_file()]
         looked.append(f"{as_path} (a folder, but without {' and '.join(missing)})")
+    elif as_path.is_absolute() or raw.startswith(("./", "../", "~", ".\\", "..\\")):
+        # Clearly a path, not a hub name: searching caches for it would only blur the message.
+        raise ModelNotFoundError(f"no model folder at {os.path.expanduser(raw)}")
 
     name = raw.strip()
     home = npminilm_home()

@@ -75,6 +75,13 @@ def test_folder_without_weights_is_not_a_model(isolated):
         hub.resolve_model_path(str(isolated / "half"))
 
 
+@pytest.mark.parametrize("path", ["/definitely/not/here", "./missing-model", "~/npminilm-missing-model"])
+def test_missing_path_like_names_are_not_searched_for(isolated, path):
+    make_model(isolated / "home" / "missing-model")  # a same-named cached model must not be picked up instead
+    with pytest.raises(ModelNotFoundError, match="no model folder at"):
+        hub.resolve_model_path(path)
+
+
 @pytest.mark.parametrize(
     "name, folder",
     [
