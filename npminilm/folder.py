@@ -107,7 +107,9 @@ def read_model_folder(path):
     pooling_modes = ["mean"]
     if pooling_path is not None:
         pooling_modes = _read_pooling(pooling_path / "config.json", config.hidden_size)
-    max_seq_length, do_lower_case = _read_sentence_bert_config(transformer_path, config)
+    # Without modules.json sentence-transformers builds a bare Transformer module, which never reads
+    # sentence_bert_config.json: the limit then comes from the tokenizer config and the position table.
+    max_seq_length, do_lower_case = _read_sentence_bert_config(transformer_path, config, use_file=pooling_path is not None)
     return ModelFolder(path, transformer_path, config, raw_config, pooling_modes, normalize,
                        max_seq_length, do_lower_case)
 
@@ -151,9 +153,9 @@ def _read_pooling(config_path, hidden_size):
     return [m for m in POOLING_ORDER if m in requested]
 
 
-def _read_sentence_bert_config(transformer_path, config):
+def _read_sentence_bert_config(transformer_path, config, use_file=True):
     cfg = {}
-    if (transformer_path / "sentence_bert_config.json").exists():
+    if use_file and (transformer_path / "sentence_bert_config.json").exists():
         cfg = read_json(transformer_path / "sentence_bert_config.json")
         if not isinstance(cfg, dict):
             raise ModelLoadError(f"{transformer_path / 'sentence_bert_config.json'}: not a JSON object")

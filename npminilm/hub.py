@@ -123,12 +123,14 @@ def resolve_model_path(name_or_path: str | os.PathLike = DEFAULT_MODEL, *, allow
     looked: list[str] = []
 
     as_path = Path(raw).expanduser()
+    looks_like_path = as_path.is_absolute() or raw.startswith(("./", "../", "~", ".\\", "..\\"))
     if as_path.is_dir():
-        if is_model_folder(as_path):
+        if is_model_folder(as_path) or looks_like_path or (as_path / "modules.json").is_file():
+            # A folder the caller named: the loader says precisely what, if anything, is broken in it.
             return as_path
         missing = [f for f in REQUIRED_FILES if not (as_path / f).is_file()]
         looked.append(f"{as_path} (a folder, but without {' and '.join(missing)})")
-    elif as_path.is_absolute() or raw.startswith(("./", "../", "~", ".\\", "..\\")):
+    elif looks_like_path:
         # Clearly a path, not a hub name: searching caches for it would only blur the message.
         raise ModelNotFoundError(f"no model folder at {os.path.expanduser(raw)}")
 

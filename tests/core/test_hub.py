@@ -68,11 +68,23 @@ def test_existing_folder_path_wins(isolated):
     assert hub.resolve_model_path("mine") == Path("mine")  # relative to the working directory
 
 
-def test_folder_without_weights_is_not_a_model(isolated):
+def test_named_broken_folder_is_returned_for_the_loader_to_diagnose(isolated, monkeypatch):
+    from npminilm import SentenceEncoder
+    from npminilm.errors import ModelLoadError
+
     (isolated / "half").mkdir()
     (isolated / "half" / "config.json").write_text("{}")
+    assert hub.resolve_model_path(str(isolated / "half")) == isolated / "half"
+    with pytest.raises(ModelLoadError, match="config.json"):
+        SentenceEncoder(str(isolated / "half"))
+
+
+def test_bare_name_of_half_folder_is_not_a_model(isolated, monkeypatch):
+    (isolated / "half").mkdir()
+    (isolated / "half" / "config.json").write_text("{}")
+    monkeypatch.chdir(isolated)
     with pytest.raises(ModelNotFoundError, match="without model.safetensors"):
-        hub.resolve_model_path(str(isolated / "half"))
+        hub.resolve_model_path("half")
 
 
 @pytest.mark.parametrize("path", ["/definitely/not/here", "./missing-model", "~/npminilm-missing-model"])
