@@ -8,11 +8,17 @@ import numpy as np
 
 from .errors import InvalidInputError
 from .ops import (
+    attention_backward,
     attention_forward,
+    embedding_backward,
     embedding_forward,
+    gelu_backward,
     gelu_forward,
+    layernorm_backward,
     layernorm_forward,
+    linear_backward,
     linear_forward,
+    tanh_backward,
     tanh_forward,
 )
 
@@ -101,3 +107,67 @@ def bert_forward(params, config, input_ids, attention_mask=None, token_type_ids=
         out["pooler_output"], pooler_cache = pooler_forward(params, x)
     cache = (emb_cache, layer_caches, pooler_cache, attention_mask) if keep_cache else None
     return out, cache
+
+
+# ------------------------------------------------------------------------------------------------ backward
+
+
+# x = word[ids] + pos[t] + type[tt];  out = LN(x)
+#   dx = LN'(dout);  dword, dtype: scatter-add of dx;  dpos: scatter-add of dx summed over the batch
+def embeddings_backward(dout, cache):
+    word_cache, pos_cache, typ_cache, ln_cache = cache
+    dx, dln_w, dln_b = layernorm_backward(dout, ln_cache)
+    return {
+        "embeddings.word_embeddings.weight": embedding_backward(dx, word_cache)[0],
+        "embeddings.position_embeddings.weight": embedding_backward(dx.sum(axis=0, keepdims=True), pos_cache)[0],
+        "embeddings.token_type_embeddings.weight": embedding_backward(dx, typ_cache)[0],
+        "embeddings.LayerNorm.weight": dln_w,
+        "embeddings.LayerNorm.bias": dln_b,
+    }
+
+
+# h = LN1(x + O(Attn(Q x, K x, V x)));  out = LN2(h + Down(GELU(Up(h))))
+#   the residual branches fan out, so dh and dx each sum two paths
+def layer_backward(dout, cache, i, grads):
+    """Backward through block i: writes its parameter gradients into `grads`, returns dx (B, T, C)."""
+    q_cache, k_cache, v_cache, attn_cache, o_cache, ln1_cache, up_cache, gelu_cache, down_cache, ln2_cache = cache
+    p = f"encoder.layer.{i}."
+    dsum2, grads[p + "output.LayerNorm.weight"], grads[p + "output.LayerNorm.bias"] = layernorm_backward(dout, ln2_cache)
+    dg, grads[p + "output.dense.weight"], grads[p + "output.dense.bias"] = linear_backward(dsum2, down_cache)
+    (df,) = gelu_backward(dg, gelu_cache)
+    dh_ffn, grads[p + "intermediate.dense.weight"], grads[p + "intermediate.dense.bias"] = linear_backward(df, up_cache)
+    dh = dsum2 + dh_ffn
+    dsum1, grads[p + "attention.output.LayerNorm.weight"], grads[p + "attention.output.LayerNorm.bias"] = \
+        layernorm_backward(dh, ln1_cache)
+    da, grads[p + "attention.output.dense.weight"], grads[p + "attention.output.dense.bias"] = \
+        linear_backward(dsum1, o_cache)
+    dq, dk, dv = attention_backward(da, attn_cache)
+    dx = dsum1
+    for name, d, c in (("query", dq, q_cache), ("key", dk, k_cache), ("value", dv, v_cache)):
+        dxi, grads[p + f"attention.self.{name}.weight"], grads[p + f"attention.self.{name}.bias"] = linear_backward(d, c)
+        dx = dx + dxi
+    return dx
+
+
+# pooled = tanh(dense(h[:, 0]))   =>   only position 0 receives a gradient
+def pooler_backward(dout, cache, grads, shape):
+    dense_cache, tanh_cache = cache
+    (dz,) = tanh_backward(dout, tanh_cache)
+    dh0, grads["pooler.dense.weight"], grads["pooler.dense.bias"] = linear_backward(dz, dense_cache)
+    dh = np.zeros(shape, dtype=dout.dtype)
+    dh[:, 0] = dh0
+    return dh
+
+
+def bert_backward(d_last_hidden, cache, config, d_pooler=None):
+    """Gradients of every parameter that reached the outputs, keyed by HF name, from the caches of
+    `bert_forward(..., keep_cache=True)`. The pooler gets gradients only when `d_pooler` is given."""
+    emb_cache, layer_caches, pooler_cache, _ = cache
+    grads = {}
+    dx = d_last_hidden
+    if d_pooler is not None:
+        dx = dx + pooler_backward(d_pooler, pooler_cache, grads, d_last_hidden.shape)
+    for i in reversed(range(config.num_hidden_layers)):
+        dx = layer_backward(dx, layer_caches[i], i, grads)
+    grads.update(embeddings_backward(dx, emb_cache))
+    return grads

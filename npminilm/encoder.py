@@ -2,11 +2,11 @@
 
 import numpy as np
 
-from .bert import bert_forward
+from .bert import bert_backward, bert_forward
 from .errors import InvalidArgumentError, InvalidInputError
 from .folder import read_model_folder
-from .ops import l2_normalize_forward
-from .pooling import pool_forward
+from .ops import l2_normalize_backward, l2_normalize_forward
+from .pooling import pool_backward, pool_forward
 from .progress import track
 from .tokenizer import WordPieceTokenizer
 from .weights import load_bert_params
@@ -135,6 +135,28 @@ class SentenceEncoder:
             return tokens
         return [{"input_ids": features["input_ids"][b, :lengths[b]], "token_embeddings": tokens[b],
                  "sentence_embedding": emb[b]} for b in range(len(texts))]
+
+    def forward_train(self, features, normalize_embeddings=None):
+        """Sentence embeddings (B, dim) of tokenised `features`, keeping what `backward` needs.
+
+        The same forward as `encode` (eval mode: BERT has no dropout here), on one batch, in input order.
+        """
+        mask = features["attention_mask"]
+        out, bert_cache = bert_forward(self.params, self.bert_config, features["input_ids"], mask,
+                                       features.get("token_type_ids"), keep_cache=True)
+        emb, pool_cache = pool_forward(out["last_hidden_state"], mask, self.pooling_modes)
+        norm_cache = None
+        if self.normalize if normalize_embeddings is None else normalize_embeddings:
+            emb, norm_cache = l2_normalize_forward(emb)
+        return emb, (bert_cache, pool_cache, norm_cache)
+
+    def backward(self, d_emb, cache):
+        """Gradients of every trainable tensor, keyed by HF parameter name, given dL/d(embeddings) (B, dim)."""
+        bert_cache, pool_cache, norm_cache = cache
+        if norm_cache is not None:
+            (d_emb,) = l2_normalize_backward(d_emb, norm_cache)
+        (d_hidden,) = pool_backward(d_emb, pool_cache, self.pooling_modes)
+        return bert_backward(d_hidden, bert_cache, self.bert_config)
 
     def similarity(self, a, b):
         """Cosine similarity matrix between two sets of embeddings (sentence-transformers' default)."""
