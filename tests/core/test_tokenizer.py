@@ -4,7 +4,6 @@ import json
 import os
 import random
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
@@ -235,15 +234,16 @@ def test_truncating_a_long_text_gives_the_head_of_the_full_encoding(tiny):
             assert tiny.encode(text, pair, max_length=max_length) == [2, *full[:n1], 3, *full_pair[:n2], 3]
 
 
-def test_one_megabyte_with_max_length_is_fast(tok):
+def test_one_megabyte_with_max_length_stops_reading_early(tok, monkeypatch):
     text = ("Tokenizers should not read all of this. Ça va très bien, 東京. " * 20000)[:1_000_000]
-    start = time.perf_counter()
+    normalized = []
+    real_normalize = type(tok)._normalize
+    monkeypatch.setattr(type(tok), "_normalize", lambda self, seg: normalized.append(len(seg)) or real_normalize(self, seg))
     ids = tok.encode(text, max_length=256)
-    elapsed = time.perf_counter() - start
     assert len(ids) == 256 and ids[-1] == tok.sep_token_id
     assert ids == tok.encode(text[:5000], max_length=256)
-    # A complexity guard, not a benchmark: truncation must stop early (about 1 ms), never read it all.
-    assert elapsed < 1.0
+    # a complexity check, not a timing: truncation must stop early, never normalise the whole megabyte
+    assert sum(normalized) < 100_000, sum(normalized)
 
 
 # ---- batches ----------------------------------------------------------------------------------------------
