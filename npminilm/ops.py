@@ -143,7 +143,7 @@ def attention_forward(q, k, v, n_head, mask=None, causal=False):
     probs, _ = softmax_forward(scores)
     yh = probs @ vh  # (B, NH, T, T) @ (B, NH, T, hs) -> (B, NH, T, hs)
     y = yh.transpose(0, 2, 1, 3).reshape(B, T, C)  # (B, NH, T, hs) -> (B, T, C)
-    return y, (qh, kh, vh, probs, scale)
+    return y, (qh, kh, vh, probs, scale, allowed)
 
 
 def _allowed(mask, causal, B, T):
@@ -159,13 +159,17 @@ def _allowed(mask, causal, B, T):
 
 # S = Q K^T * s,  P = softmax(S) (masked entries are constants),  Y = P V
 #   dV = P^T dY,   dP = dY V^T,   dS = P * (dP - rowsum(dP * P)),   dQ = dS K s,   dK = dS^T Q s
+# A masked entry of S is a constant, so its dS is 0. P is 0 there unless the whole row is masked (uniform P),
+# which is why dS is masked explicitly rather than trusted to vanish.
 def attention_backward(dout, cache):
-    qh, kh, vh, probs, scale = cache
+    qh, kh, vh, probs, scale, allowed = cache
     B, NH, T, hs = qh.shape
     dyh = dout.reshape(B, T, NH, hs).transpose(0, 2, 1, 3)  # (B, T, C) -> (B, NH, T, hs)
     dvh = probs.transpose(0, 1, 3, 2) @ dyh
     dprobs = dyh @ vh.transpose(0, 1, 3, 2)
     (dscores,) = softmax_backward(dprobs, (probs, -1))
+    if allowed is not None:
+        dscores = np.where(allowed, dscores, 0.0)
     dscores = dscores * scale
     dqh = dscores @ kh
     dkh = dscores.transpose(0, 1, 3, 2) @ qh
@@ -254,3 +258,16 @@ def tanh_forward(x):
 def tanh_backward(dout, cache):
     (out,) = cache
     return (dout * (1.0 - out * out),)
+
+
+# ------------------------------------------------------------------------------------------ residual add
+
+
+def add_forward(a, b):
+    """Residual add, a + b (same shape). No cache: the gradient passes through unchanged."""
+    return a + b, None
+
+
+# y = a + b   =>   da = dy,  db = dy
+def add_backward(dout, cache):
+    return dout, dout
