@@ -1,0 +1,302 @@
+"""Gradient checks: every op's backward (and the whole encoder's) against float64 central finite differences.
+
+The fake-loss trick turns any op into a scalar: L = sum(out * dout) with a random dout, so dL/dx is exactly what
+`backward(dout, cache)` returns. Each input tensor x is then compared with the numerical gradient
+
+    num[i] = (L(x + eps e_i) - L(x - eps e_i)) / (2 eps),   eps = 1e-6, in float64
+
+using one number per tensor, the max relative error
+
+    err = max_i |num[i] - ana[i]| / max(max_i |num[i]|, max_i |ana[i]|, 1e-12).
+
+Why 1e-6 passes a correct backward and fails a wrong one: with O(1) inputs and gradients, the truncation error of
+central differences is about eps^2 = 1e-12 and the rounding error about 1e-16 * |L| / eps = 1e-10 * |L|, so a right
+backward measures 1e-11..1e-8. A wrong one (a missing term, a factor off, a transposed index) is off by a
+fraction of the gradient itself, 1e-3 and up. Inputs are drawn away from kinks (ties in max, zero norms), and the
+denominator takes the larger of both sides so an all-zero analytic gradient cannot pass against a nonzero one.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from . import losses, ops
+
+EPS = 1e-6
+THRESHOLD = 1e-6
+
+
+def numerical_grad(f, x, eps=EPS):
+    """Central-difference gradient of the scalar f at x, in float64. f is called with arrays shaped like x."""
+    x = np.array(x, dtype=np.float64)  # a private copy: f sees it perturbed one entry at a time
+    grad = np.zeros_like(x)
+    for i in np.ndindex(x.shape):
+        orig = x[i]
+        x[i] = orig + eps
+        fp = float(f(x))
+        x[i] = orig - eps
+        fm = float(f(x))
+        x[i] = orig
+        grad[i] = (fp - fm) / (2.0 * eps)
+    return grad
+
+
+def max_rel_error(num, ana):
+    num, ana = np.asarray(num, np.float64), np.asarray(ana, np.float64)
+    if num.size == 0:
+        return 0.0
+    return float(np.abs(num - ana).max() / max(np.abs(num).max(), np.abs(ana).max(), 1e-12))
+
+
+@dataclass
+class OpCase:
+    """One op on concrete inputs: forward(*inputs) -> (out, cache); backward(dout, cache) -> one grad per input."""
+
+    forward: Callable
+    backward: Callable
+    inputs: dict  # name -> float64 array, in the forward's argument order
+
+
+def check(case: OpCase, rng=None, threshold=THRESHOLD, eps=EPS) -> list[dict]:
+    """Compare case.backward with finite differences of L = sum(forward(*inputs)[0] * dout), per input tensor."""
+    rng = np.random.default_rng(0) if rng is None else rng
+    names = list(case.inputs)
+    xs = [np.asarray(case.inputs[n], dtype=np.float64) for n in names]
+    out, cache = case.forward(*xs)
+    dout = rng.standard_normal(np.shape(out))
+    grads = case.backward(dout, cache)
+    if len(grads) != len(xs):
+        raise ValueError(f"backward returned {len(grads)} gradients for {len(xs)} inputs ({', '.join(names)})")
+    rows = []
+    for j, name in enumerate(names):
+
+        def loss(xj, j=j):
+            args = list(xs)
+            args[j] = xj
+            return np.sum(case.forward(*args)[0] * dout)
+
+        num = numerical_grad(loss, xs[j], eps)
+        ana = np.asarray(grads[j], np.float64)
+        if ana.shape != num.shape:
+            raise ValueError(f"gradient of {name} has shape {ana.shape}, the input has {num.shape}")
+        err = max_rel_error(num, ana)
+        rows.append({"tensor": name, "shape": tuple(num.shape), "max_rel_error": err, "ok": err <= threshold})
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------- registry
+# Each maker builds small float64 inputs with awkward shapes (1, primes, sizes off any block) from an rng.
+
+
+def _normal(rng, *shape):
+    return rng.standard_normal(shape)
+
+
+def _padding_mask(rng, B, T):
+    """Right padding with random lengths, row 0 all-padding-but-one (the lone real token)."""
+    lengths = rng.integers(1, T + 1, size=B)
+    lengths[0] = 1
+    return (np.arange(T)[None, :] < lengths[:, None]).astype(np.int64)
+
+
+def _linear(rng):
+    return OpCase(ops.linear_forward, ops.linear_backward,
+                  {"x": _normal(rng, 2, 7, 5), "weight": _normal(rng, 11, 5), "bias": _normal(rng, 11)})
+
+
+def _embedding(rng):
+    ids = rng.integers(0, 13, size=(3, 7))
+    ids[0, :3] = 4  # repeated ids: the scatter-add must accumulate
+    return OpCase(lambda w: ops.embedding_forward(ids, w), ops.embedding_backward, {"weight": _normal(rng, 13, 5)})
+
+
+def _layernorm(rng):
+    return OpCase(lambda x, w, b: ops.layernorm_forward(x, w, b, 1e-12), ops.layernorm_backward,
+                  {"x": _normal(rng, 3, 5, 7) * 2.0 + 0.5, "weight": _normal(rng, 7), "bias": _normal(rng, 7)})
+
+
+def _gelu(rng):
+    x = _normal(rng, 3, 7, 5) * 2.0
+    x[0, 0, :3] = [0.0, 5.5, -6.5]  # the middle and both tails
+    return OpCase(ops.gelu_forward, ops.gelu_backward, {"x": x})
+
+
+def _softmax(rng):
+    return OpCase(ops.softmax_forward, ops.softmax_backward, {"x": _normal(rng, 3, 5, 11) * 3.0})
+
+
+def _attention(causal):
+    def make(rng):
+        B, T, C, NH = 3, 7, 12, 3  # hs = 4
+        mask = _padding_mask(rng, B, T)
+        return OpCase(lambda q, k, v: ops.attention_forward(q, k, v, NH, mask, causal=causal), ops.attention_backward,
+                      {"q": _normal(rng, B, T, C), "k": _normal(rng, B, T, C), "v": _normal(rng, B, T, C)})
+
+    return make
+
+
+def _add(rng):
+    return OpCase(ops.add_forward, ops.add_backward, {"a": _normal(rng, 3, 7, 5), "b": _normal(rng, 3, 7, 5)})
+
+
+def _mean_pool(sqrt_len):
+    def make(rng):
+        mask = _padding_mask(rng, 3, 7)
+        return OpCase(lambda h: ops.mean_pool_forward(h, mask, sqrt_len=sqrt_len), ops.mean_pool_backward,
+                      {"h": _normal(rng, 3, 7, 5)})
+
+    return make
+
+
+def _cls_pool(rng):
+    mask = _padding_mask(rng, 3, 7)
+    mask[1] = mask[1][::-1]  # a left-padded row: its first real token is not at position 0
+    return OpCase(lambda h: ops.cls_pool_forward(h, mask), ops.cls_pool_backward, {"h": _normal(rng, 3, 7, 5)})
+
+
+def _max_pool(rng):
+    mask = _padding_mask(rng, 3, 7)
+    return OpCase(lambda h: ops.max_pool_forward(h, mask), ops.max_pool_backward, {"h": _normal(rng, 3, 7, 5)})
+
+
+def _l2_normalize(rng):
+    return OpCase(ops.l2_normalize_forward, ops.l2_normalize_backward, {"x": _normal(rng, 3, 7, 5)})
+
+
+def _tanh(rng):
+    return OpCase(ops.tanh_forward, ops.tanh_backward, {"x": _normal(rng, 3, 7, 5) * 2.0})
+
+
+def _cross_entropy(rng):
+    targets = rng.integers(0, 11, size=(2, 5))
+    targets[0, 1] = targets[1, 4] = -100  # ignored rows count neither in the sum nor in the mean
+    return OpCase(lambda x: losses.cross_entropy_forward(x, targets), losses.cross_entropy_backward,
+                  {"logits": _normal(rng, 2, 5, 11) * 2.0})
+
+
+def _mnrl(rng):
+    return OpCase(lambda a, p: losses.mnrl_forward(a, p, scale=20.0), losses.mnrl_backward,
+                  {"anchors": _normal(rng, 3, 7), "positives": _normal(rng, 5, 7)})  # 2 extra hard negatives
+
+
+def _cosine_mse(rng):
+    labels = rng.uniform(-1.0, 1.0, size=5)
+    return OpCase(lambda a, b: losses.cosine_mse_forward(a, b, labels), losses.cosine_mse_backward,
+                  {"a": _normal(rng, 5, 7), "b": _normal(rng, 5, 7)})
+
+
+OPS = {
+    "linear": _linear,
+    "embedding": _embedding,
+    "layernorm": _layernorm,
+    "gelu": _gelu,
+    "softmax": _softmax,
+    "attention": _attention(causal=False),
+    "attention_causal": _attention(causal=True),
+    "add": _add,
+    "mean_pool": _mean_pool(sqrt_len=False),
+    "mean_sqrt_len_pool": _mean_pool(sqrt_len=True),
+    "cls_pool": _cls_pool,
+    "max_pool": _max_pool,
+    "l2_normalize": _l2_normalize,
+    "tanh": _tanh,
+    "cross_entropy": _cross_entropy,
+    "mnrl": _mnrl,
+    "cosine_mse": _cosine_mse,
+}
+
+
+def check_op(name, seed=0, threshold=THRESHOLD) -> list[dict]:
+    """Gradient-check the registered op `name` on random inputs from `seed`: one row per input tensor."""
+    if name not in OPS:
+        raise KeyError(f"unknown op {name!r} (known: {', '.join(OPS)})")
+    rng = np.random.default_rng(seed)
+    return [{"op": name, **row} for row in check(OPS[name](rng), rng, threshold)]
+
+
+# ------------------------------------------------------------------------------------------ whole encoder
+
+
+def check_encoder(seed=0, samples=64, threshold=THRESHOLD, eps=EPS) -> list[dict]:
+    """`bert_backward` against finite differences on a tiny random BERT (2 layers, C 16, NH 4, I 24, V 50, 16
+    positions), with padding, the pooler and L = sum(last_hidden * d1) + sum(pooler * d2).
+
+    Each parameter is checked on `samples` of its entries (half where the analytic gradient is largest, half at
+    random), to keep the cost to a few thousand forward passes. The key biases' exact gradient is zero (softmax
+    ignores the per-row constant q . b_k); their error is measured against the largest gradient in the model.
+    """
+    from .bert import bert_backward, bert_forward
+    from .folder import BertConfig
+    from .weights import bert_param_shapes
+
+    config = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=24, max_position_embeddings=16, type_vocab_size=2, layer_norm_eps=1e-12)
+    rng = np.random.default_rng(seed)
+    params = {name: rng.standard_normal(shape) * (0.3 if name.endswith("weight") and len(shape) == 2 else 0.5)
+              for name, shape in bert_param_shapes(config).items()}
+    for name in params:
+        if name.endswith("LayerNorm.weight"):
+            params[name] = 1.0 + params[name]
+    B, T = 3, 7
+    ids = rng.integers(0, config.vocab_size, size=(B, T))
+    mask = _padding_mask(rng, B, T)
+    types = rng.integers(0, config.type_vocab_size, size=(B, T))
+    out, cache = bert_forward(params, config, ids, mask, types, keep_cache=True)
+    d_hidden = rng.standard_normal(out["last_hidden_state"].shape)
+    d_pooler = rng.standard_normal(out["pooler_output"].shape)
+    grads = bert_backward(d_hidden, cache, config, d_pooler=d_pooler)
+
+    def loss():
+        o, _ = bert_forward(params, config, ids, mask, types)
+        return float(np.sum(o["last_hidden_state"] * d_hidden) + np.sum(o["pooler_output"] * d_pooler))
+
+    nums, anas = {}, {}
+    for name, p in params.items():
+        ana = np.asarray(grads.get(name, np.zeros_like(p)), np.float64)
+        flat = np.abs(ana).reshape(-1)
+        k = min(samples, flat.size)
+        top = np.argsort(flat)[::-1][: k // 2]
+        rest = np.setdiff1d(np.arange(flat.size), top)
+        picked = np.concatenate([top, rng.choice(rest, size=min(k - top.size, rest.size), replace=False)])
+        num = np.empty(picked.size)
+        flat_p = p.reshape(-1)  # a view: perturbing it perturbs params[name]
+        for j, i in enumerate(picked):
+            orig = flat_p[i]
+            flat_p[i] = orig + eps
+            fp = loss()
+            flat_p[i] = orig - eps
+            fm = loss()
+            flat_p[i] = orig
+            num[j] = (fp - fm) / (2.0 * eps)
+        nums[name], anas[name] = num, ana.reshape(-1)[picked]
+    scale = max(max(np.abs(a).max(), np.abs(n).max()) for a, n in zip(anas.values(), nums.values()))
+    rows = []
+    for name in params:
+        num, ana = nums[name], anas[name]
+        if name.endswith("attention.self.key.bias"):
+            err = float(np.abs(num - ana).max() / scale)
+        else:
+            err = max_rel_error(num, ana)
+        rows.append({"op": "encoder", "tensor": name, "shape": params[name].shape, "max_rel_error": err,
+                     "ok": bool(err <= threshold and (name in grads))})
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------ report
+
+
+def format_table(rows) -> str:
+    """A plain-text table: op, tensor, shape, max relative error, ok/FAIL; one row per checked tensor."""
+    head = ("op", "tensor", "shape", "max rel error", "")
+    body = [(str(r.get("op", "")), str(r["tensor"]), "x".join(map(str, r.get("shape", ()))) or "scalar",
+             f"{r['max_rel_error']:.2e}" if math.isfinite(r["max_rel_error"]) else str(r["max_rel_error"]),
+             "ok" if r["ok"] else "FAIL") for r in rows]
+    widths = [max(len(line[i]) for line in [head, *body]) for i in range(len(head))]
+    fmt = "  ".join(f"{{:{'>' if i == 3 else '<'}{w}}}" for i, w in enumerate(widths))
+    lines = [fmt.format(*head).rstrip(), "  ".join("-" * w for w in widths)]
+    lines += [fmt.format(*line).rstrip() for line in body]
+    return "\n".join(lines)
