@@ -1,4 +1,4 @@
-"""The `npminilm` command line: encode, similarity, search, fetch and info."""
+"""The `npminilm` command line: encode, similarity, search, fetch, info and gradcheck."""
 
 from __future__ import annotations
 
@@ -81,7 +81,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?", metavar="MODEL", help="model name or folder (default: --model)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("gradcheck", help="check every op's backward against finite differences (float64)")
+    p.add_argument(
+        "--op", action="append", type=_op_name, metavar="NAME",
+        help="op to check, repeatable; 'encoder' checks the whole encoder (default: every op and the encoder)",
+    )  # fmt: skip
+    p.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the random inputs (default 0)")
+    p.set_defaults(func=cmd_gradcheck)
     return parser
+
+
+def _op_name(text: str) -> str:
+    from .gradcheck import OPS
+
+    if text != "encoder" and text not in OPS:
+        raise argparse.ArgumentTypeError(f"unknown op {text!r} (known: {', '.join(OPS)}, encoder)")
+    return text
 
 
 def _version() -> str:
@@ -226,6 +242,18 @@ def cmd_info(args) -> int:
             value = f"{value:,}"
         print(f"{key + ':':<{width + 1}} {value}")
     return EXIT_OK
+
+
+def cmd_gradcheck(args) -> int:
+    from .gradcheck import OPS, check_encoder, check_op, format_table
+
+    rows = []
+    for name in dict.fromkeys(args.op or [*OPS, "encoder"]):  # once each, in the order given
+        rows += check_encoder(seed=args.seed) if name == "encoder" else check_op(name, seed=args.seed)
+    print(format_table(rows))
+    failed = sum(not row["ok"] for row in rows)
+    print(f"{len(rows) - failed} of {len(rows)} tensors within tolerance" + (f", {failed} FAILED" if failed else ""))
+    return EXIT_RUNTIME if failed else EXIT_OK
 
 
 def _one_line(exc: BaseException) -> str:
