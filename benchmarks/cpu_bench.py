@@ -13,6 +13,7 @@ import datetime
 import os
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("NPMINILM_DATA_DIR", ROOT.parent / "shared" / "data"))
+sys.path.insert(0, str(ROOT))  # measure the checkout this script sits in, installed or not
 
 
 def workloads():

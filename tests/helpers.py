@@ -22,6 +22,28 @@ def rel_error(a, b):
     return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-300))
 
 
+POOLING_KEYS = {"cls": "pooling_mode_cls_token", "max": "pooling_mode_max_tokens",
+                "mean": "pooling_mode_mean_tokens", "mean_sqrt_len_tokens": "pooling_mode_mean_sqrt_len_tokens"}
+
+
+def write_sentence_transformers_configs(path, hidden, pooling, normalize, modules=True, max_seq_length=64):
+    """sentence_bert_config.json, and (with `modules`) modules.json and 1_Pooling/config.json, legacy style."""
+    import json
+
+    (path / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": max_seq_length,
+                                                                "do_lower_case": False}))
+    if not modules:
+        return
+    (path / "1_Pooling").mkdir()
+    (path / "1_Pooling" / "config.json").write_text(
+        json.dumps({"word_embedding_dimension": hidden, **{k: m in pooling for m, k in POOLING_KEYS.items()}}))
+    mods = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+            {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+    if normalize:
+        mods.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
+    (path / "modules.json").write_text(json.dumps(mods))
+
+
 def write_random_folder(path, model_dir, layers=2, hidden=24, heads=4, inter=40, prefix=False, seed=0,
                         modules=True, pooling=("mean",), normalize=True):
     """A small random-weight BERT folder written with NumPy alone (no torch), using the default model's vocab."""
@@ -46,16 +68,25 @@ def write_random_folder(path, model_dir, layers=2, hidden=24, heads=4, inter=40,
     save_file(tensors, str(path / "model.safetensors"))
     for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json"):
         shutil.copy(model_dir / name, path / name)
-    (path / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 64, "do_lower_case": False}))
-    if modules:
-        (path / "1_Pooling").mkdir()
-        keys = {"cls": "pooling_mode_cls_token", "max": "pooling_mode_max_tokens",
-                "mean": "pooling_mode_mean_tokens", "mean_sqrt_len_tokens": "pooling_mode_mean_sqrt_len_tokens"}
-        (path / "1_Pooling" / "config.json").write_text(
-            json.dumps({"word_embedding_dimension": hidden, **{k: m in pooling for m, k in keys.items()}}))
-        mods = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-                {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
-        if normalize:
-            mods.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
-        (path / "modules.json").write_text(json.dumps(mods))
+    write_sentence_transformers_configs(path, hidden, pooling, normalize, modules=modules)
     return path
+
+
+def make_mask(kind, B, T, rng, allow_empty=True):
+    """(B, T) int mask of one padding pattern; 'empty_row' gives row 0 no real token (when allowed)."""
+    lengths = rng.integers(1, T + 1, size=B)
+    pos = np.arange(T)[None, :]
+    if kind in ("random", "empty_row"):
+        mask = rng.integers(0, 2, size=(B, T))
+        mask[np.arange(B), rng.integers(0, T, size=B)] = 1
+        if kind == "empty_row":
+            mask[0] = 0 if allow_empty else np.eye(T)[T - 1]
+    elif kind == "right":
+        mask = pos < lengths[:, None]
+    elif kind == "left":
+        mask = pos >= T - lengths[:, None]
+    elif kind == "one":  # all padding but one token, anywhere in the row
+        mask = pos == rng.integers(0, T, size=B)[:, None]
+    else:
+        mask = np.ones((B, T))
+    return np.asarray(mask, dtype=np.int64)

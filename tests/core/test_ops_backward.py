@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from npminilm import losses, ops
 from npminilm.gradcheck import OPS, THRESHOLD, OpCase, check, check_encoder, check_op
+from tests.helpers import make_mask
 
 SIZES = st.sampled_from([1, 2, 3, 5, 7, 11])
 LENGTHS = st.sampled_from([1, 2, 3, 5, 7, 9, 17])
@@ -20,26 +21,6 @@ MASKS = st.sampled_from(["random", "right", "left", "one", "full", "empty_row"])
 
 FAST = settings(max_examples=100)
 SLOW = settings(max_examples=80)
-
-
-def make_mask(kind, B, T, rng, allow_empty=True):
-    """(B, T) int mask of one padding pattern; 'empty_row' gives row 0 no real token (when allowed)."""
-    lengths = rng.integers(1, T + 1, size=B)
-    pos = np.arange(T)[None, :]
-    if kind in ("random", "empty_row"):
-        mask = rng.integers(0, 2, size=(B, T))
-        mask[np.arange(B), rng.integers(0, T, size=B)] = 1
-        if kind == "empty_row":
-            mask[0] = 0 if allow_empty else np.eye(T)[T - 1]
-    elif kind == "right":
-        mask = pos < lengths[:, None]
-    elif kind == "left":
-        mask = pos >= T - lengths[:, None]
-    elif kind == "one":  # all padding but one token, anywhere in the row
-        mask = pos == rng.integers(0, T, size=B)[:, None]
-    else:
-        mask = np.ones((B, T))
-    return np.asarray(mask, dtype=np.int64)
 
 
 def assert_grads_ok(case, rng):

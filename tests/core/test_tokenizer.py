@@ -1,10 +1,8 @@
 """WordPieceTokenizer behaviour worked out by hand from the BERT rules, with no oracle library."""
 
 import json
-import os
 import random
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,16 +22,8 @@ def tiny():
 
 
 @pytest.fixture(scope="module")
-def model_folder() -> Path:
-    folder = Path(os.environ.get("NPMINILM_MODEL_DIR") or Path.home() / ".cache" / "npminilm" / "all-MiniLM-L6-v2")
-    if not (folder / "vocab.txt").is_file():
-        pytest.fail(f"model folder {folder} is missing: set NPMINILM_MODEL_DIR or run `npminilm fetch`")
-    return folder
-
-
-@pytest.fixture(scope="module")
-def tok(model_folder):
-    return WordPieceTokenizer.from_folder(model_folder)
+def tok(model_dir):
+    return WordPieceTokenizer.from_folder(model_dir)
 
 
 # ---- WordPiece ------------------------------------------------------------------------------------------
@@ -327,17 +317,17 @@ def test_bad_batch_items_name_their_index(tiny):
 # ---- loading ---------------------------------------------------------------------------------------------
 
 
-def test_vocab_txt_and_tokenizer_json_agree(model_folder, tok, tmp_path):
-    shutil.copy(model_folder / "vocab.txt", tmp_path / "vocab.txt")
-    shutil.copy(model_folder / "tokenizer_config.json", tmp_path / "tokenizer_config.json")
+def test_vocab_txt_and_tokenizer_json_agree(model_dir, tok, tmp_path):
+    shutil.copy(model_dir / "vocab.txt", tmp_path / "vocab.txt")
+    shutil.copy(model_dir / "tokenizer_config.json", tmp_path / "tokenizer_config.json")
     from_txt = WordPieceTokenizer.from_folder(tmp_path)
     assert from_txt.vocab == tok.vocab
     for text in ["Open-source LLMs rock.", "[SEP] Ça va? 東京", "x" * 101]:
         assert from_txt.encode(text) == tok.encode(text)
 
 
-def test_from_pretrained_takes_a_folder(model_folder, tok):
-    assert WordPieceTokenizer.from_pretrained(str(model_folder)).vocab == tok.vocab
+def test_from_pretrained_takes_a_folder(model_dir, tok):
+    assert WordPieceTokenizer.from_pretrained(str(model_dir)).vocab == tok.vocab
 
 
 @pytest.mark.parametrize(

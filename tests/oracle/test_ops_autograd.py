@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from npminilm import losses, ops
-from tests.helpers import assert_close, rel_error
+from tests.helpers import assert_close, make_mask, rel_error
 
 # (dtype, tolerance): atol = tolerance * max|torch| for each tensor (a max relative error), rtol = tolerance
 TOLERANCES = [(np.float64, 1e-9), (np.float32, 1e-4)]
@@ -24,24 +24,6 @@ TORCH = {np.float64: torch.float64, np.float32: torch.float32}
 SIZES = st.sampled_from([1, 2, 3, 5, 7, 11])
 LENGTHS = st.sampled_from([1, 2, 3, 5, 7, 9, 17, 33])
 MASKS = st.sampled_from(["random", "right", "left", "one", "full", "empty_row"])
-
-
-def make_mask(kind, B, T, rng, allow_empty=True):
-    mask = np.ones((B, T), np.int64)
-    lengths = rng.integers(1, T + 1, size=B)
-    pos = np.arange(T)[None, :]
-    if kind in ("random", "empty_row"):
-        mask = rng.integers(0, 2, size=(B, T))
-        mask[np.arange(B), rng.integers(0, T, size=B)] = 1
-        if kind == "empty_row":
-            mask[0] = 0 if allow_empty else np.eye(T, dtype=np.int64)[T - 1]
-    elif kind == "right":
-        mask = (pos < lengths[:, None]).astype(np.int64)
-    elif kind == "left":
-        mask = (pos >= T - lengths[:, None]).astype(np.int64)
-    elif kind == "one":
-        mask = (pos == rng.integers(0, T, size=B)[:, None]).astype(np.int64)
-    return mask
 
 
 # ------------------------------------------------------------- cases: (numpy fwd, numpy bwd, torch fn, inputs)

@@ -2,7 +2,7 @@
 
 import io
 
-import tqdm  # noqa: F401  (an import error here is a broken test environment, not a skip)
+import tqdm
 
 from npminilm import progress
 
@@ -11,3 +11,4 @@ def test_tqdm_is_used_when_present():
     stream = io.StringIO()
     assert list(progress.track(range(3), desc="Batches", show_progress_bar=True, stream=stream)) == [0, 1, 2]
     assert "3/3" in stream.getvalue() and "Batches" in stream.getvalue()
+    assert progress._tqdm_class() is tqdm.tqdm  # the bar above came from tqdm, not the plain fallback

@@ -1,6 +1,5 @@
 """Random-weight BERT folders, built here with transformers, against sentence-transformers and BertModel."""
 
-import json
 import shutil
 
 import numpy as np
@@ -11,13 +10,11 @@ from sentence_transformers import SentenceTransformer
 from transformers import BertConfig, BertModel
 
 from npminilm import SentenceEncoder
-from tests.helpers import assert_close
+from tests.helpers import assert_close, write_sentence_transformers_configs
 
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 TEXTS = ["A man is playing a guitar.", "", "Short", "The quick brown fox jumps over the lazy dog " * 9,
          "Ünïcödé, punctuation!? and 東京 🙂", "two\nlines"]
-LEGACY_KEYS = {"cls": "pooling_mode_cls_token", "max": "pooling_mode_max_tokens", "mean": "pooling_mode_mean_tokens",
-               "mean_sqrt_len_tokens": "pooling_mode_mean_sqrt_len_tokens"}
 
 
 def build_folder(path, model_dir, layers, modes, normalize, prefix, pooler, seed, modules=True):
@@ -34,16 +31,7 @@ def build_folder(path, model_dir, layers, modes, normalize, prefix, pooler, seed
     save_file(state, str(path / "model.safetensors"))
     for name in TOKENIZER_FILES:
         shutil.copy(model_dir / name, path / name)
-    (path / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 64, "do_lower_case": False}))
-    if modules:
-        (path / "1_Pooling").mkdir()
-        pooling = {"word_embedding_dimension": 48, **{key: mode in modes for mode, key in LEGACY_KEYS.items()}}
-        (path / "1_Pooling" / "config.json").write_text(json.dumps(pooling))
-        mods = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-                {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
-        if normalize:
-            mods.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
-        (path / "modules.json").write_text(json.dumps(mods))
+    write_sentence_transformers_configs(path, 48, modes or (), normalize, modules=modules)
     return path
 
 

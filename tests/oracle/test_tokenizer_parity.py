@@ -2,9 +2,7 @@
 
 import csv
 import importlib.util
-import os
 import unicodedata
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,50 +13,34 @@ from tokenizers import Tokenizer
 from npminilm import _unicode_quirks as quirks
 from npminilm.errors import InvalidArgumentError
 from npminilm.tokenizer import WordPieceTokenizer
+from tests.conftest import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 SURROGATES = range(0xD800, 0xE000)
 CODE_POINTS = [cp for cp in range(0x110000) if cp not in SURROGATES]
 CI = settings(max_examples=300, deadline=None, derandomize=True)
 
 
 @pytest.fixture(scope="module")
-def model_folder() -> Path:
-    folder = Path(os.environ.get("NPMINILM_MODEL_DIR") or Path.home() / ".cache" / "npminilm" / "all-MiniLM-L6-v2")
-    if not (folder / "tokenizer.json").is_file():
-        pytest.fail(f"model folder {folder} is missing: set NPMINILM_MODEL_DIR or run `npminilm fetch`")
-    return folder
+def ours(model_dir):
+    return WordPieceTokenizer.from_folder(model_dir)
 
 
-@pytest.fixture(scope="module")
-def shared_data() -> Path:
-    folder = Path(os.environ.get("NPMINILM_DATA_DIR") or ROOT.parent / "shared" / "data")
-    if not (folder / "stsb" / "stsb-en-test.csv").is_file():
-        pytest.fail(f"shared data folder {folder} is missing: set NPMINILM_DATA_DIR")
-    return folder
-
-
-@pytest.fixture(scope="module")
-def ours(model_folder):
-    return WordPieceTokenizer.from_folder(model_folder)
-
-
-def _hf(model_folder) -> Tokenizer:
+def _hf(model_dir) -> Tokenizer:
     # tokenizer.json bakes in truncation to 128 and fixed padding to 128; the parity target has neither.
-    tok = Tokenizer.from_file(str(model_folder / "tokenizer.json"))
+    tok = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
     tok.no_truncation()
     tok.no_padding()
     return tok
 
 
 @pytest.fixture(scope="module")
-def hf(model_folder):
-    return _hf(model_folder)
+def hf(model_dir):
+    return _hf(model_dir)
 
 
 @pytest.fixture(scope="module")
-def hf_truncating(model_folder):
-    return _hf(model_folder)
+def hf_truncating(model_dir):
+    return _hf(model_dir)
 
 
 def as_crate_sees_it(text: str) -> str:
@@ -136,8 +118,8 @@ def test_truncation_parity(ours, hf_truncating, text, pair, max_length):
 
 
 @pytest.fixture(scope="module")
-def hf_padding(model_folder, ours):
-    tok = _hf(model_folder)
+def hf_padding(model_dir, ours):
+    tok = _hf(model_dir)
     tok.enable_padding(pad_id=ours.pad_token_id, pad_token=ours.pad_token)
     return tok
 
@@ -161,10 +143,10 @@ def test_batch_parity(ours, hf_padding, texts, max_length):
 # ---- corpora ------------------------------------------------------------------------------------------------
 
 
-def _stsb(shared_data) -> list[tuple[str, str]]:
+def _stsb(data_dir) -> list[tuple[str, str]]:
     pairs = []
     for split in ("train", "dev", "test"):
-        with open(shared_data / "stsb" / f"stsb-en-{split}.csv", newline="", encoding="utf-8") as f:
+        with open(data_dir / "stsb" / f"stsb-en-{split}.csv", newline="", encoding="utf-8") as f:
             pairs += [(row[0], row[1]) for row in csv.reader(f)]
     return pairs
 
@@ -174,17 +156,17 @@ def _mismatches(ours, hf, texts) -> list[str]:
     return [text for text, e in zip(texts, theirs) if ours.encode(text) != e.ids]
 
 
-def test_stsb_every_sentence(ours, hf, shared_data):
-    pairs = _stsb(shared_data)
+def test_stsb_every_sentence(ours, hf, data_dir):
+    pairs = _stsb(data_dir)
     assert len(pairs) == 8628
     sentences = [s for pair in pairs for s in pair]
     assert _mismatches(ours, hf, sentences) == []
 
 
-def test_stsb_pairs_with_and_without_truncation(ours, model_folder, shared_data):
-    pairs = _stsb(shared_data)
+def test_stsb_pairs_with_and_without_truncation(ours, model_dir, data_dir):
+    pairs = _stsb(data_dir)
     for max_length in (None, 16, 27):
-        hf = _hf(model_folder)
+        hf = _hf(model_dir)
         if max_length is not None:
             hf.enable_truncation(max_length, strategy="longest_first")
         theirs = hf.encode_batch(pairs)
@@ -192,8 +174,8 @@ def test_stsb_pairs_with_and_without_truncation(ours, model_folder, shared_data)
         assert bad == [], max_length
 
 
-def test_tiny_shakespeare_every_line(ours, hf, shared_data):
-    lines = (shared_data / "tinyshakespeare" / "input.txt").read_text(encoding="utf-8").split("\n")
+def test_tiny_shakespeare_every_line(ours, hf, data_dir):
+    lines = (data_dir / "tinyshakespeare" / "input.txt").read_text(encoding="utf-8").split("\n")
     assert len(lines) > 40000
     assert _mismatches(ours, hf, lines) == []
 
@@ -287,15 +269,15 @@ def test_lone_surrogates_cannot_reach_the_crate(ours, hf):
     assert ours.encode("a\ud800b") == hf.encode("ab").ids
 
 
-def test_max_length_below_the_special_tokens(ours, model_folder):
-    hf = _hf(model_folder)
+def test_max_length_below_the_special_tokens(ours, model_dir):
+    hf = _hf(model_dir)
     hf.enable_truncation(1)
     # The crate computes max_length - 2 in unsigned arithmetic, wraps, and does not truncate at all.
     assert len(hf.encode("a b c d").ids) == 6
     with pytest.raises(InvalidArgumentError):
         ours.encode("a b c d", max_length=1)
     hf.enable_truncation(2)
-    assert hf.encode("a b c d", "e").ids == _hf(model_folder).encode("a b c d", "e").ids
+    assert hf.encode("a b c d", "e").ids == _hf(model_dir).encode("a b c d", "e").ids
     with pytest.raises(InvalidArgumentError):
         ours.encode("a b c d", "e", max_length=2)
 
