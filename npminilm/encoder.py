@@ -34,6 +34,7 @@ class SentenceEncoder:
         self.dtype = np.dtype(DTYPES[key])
         self.folder = resolve_model_path(name_or_path, allow_fetch=True)
         model = read_model_folder(self.folder)
+        self.transformer_path = model.transformer_path
         self.bert_config = model.config
         self.config = model.raw_config
         self.pooling_modes = list(model.pooling_modes)
