@@ -318,3 +318,24 @@ def add_forward(a, b):
 # y = a + b   =>   da = dy,  db = dy
 def add_backward(dout, cache):
     return dout, dout
+
+
+# ---------------------------------------------------------------------------------------------- dropout
+
+
+def dropout_forward(x, p, rng):
+    """Inverted dropout: zero each entry with probability p, scale the rest by 1 / (1 - p).
+
+    rng None or p == 0 is the identity (evaluation). The cache is the scaled keep-mask, in x's dtype.
+    """
+    if rng is None or p == 0.0:
+        return x, None
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+    mask = (rng.random(x.shape, dtype=np.float32) >= p).astype(x.dtype) * np.asarray(1.0 / (1.0 - p), x.dtype)
+    return x * mask, mask
+
+
+# y = x * m / (1 - p)   =>   dx = dy * m / (1 - p)
+def dropout_backward(dout, cache):
+    return (dout if cache is None else dout * cache,)
