@@ -1,4 +1,4 @@
-"""The `npminilm` command line: encode, similarity, search, fetch, info, gradcheck and trace."""
+"""The `npminilm` command line: encode, similarity, search, fetch, info, gradcheck, trace, lm and bpe."""
 
 from __future__ import annotations
 
@@ -98,6 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="engine precision")
     p.add_argument("--no-hf", action="store_true", help="skip the comparison with transformers")
     p.set_defaults(func=cmd_trace)
+
+    from .lm_cli import add_commands  # lm train|sample|export, bpe train
+
+    add_commands(sub)
     return parser
 
 

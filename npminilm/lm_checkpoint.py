@@ -1,0 +1,118 @@
+"""Language-model folders: our checkpoint (safetensors + JSON config + tokenizer + optimizer state) and the
+transformers GPT-2 export.
+
+A checkpoint folder holds
+    config.json          {"format": "npminilm-lm", "model": GPTConfig, "train": TrainConfig}
+    tokenizer.json       the char or BPE tokenizer
+    model.safetensors    float32 parameters, our names and [out, in] linear layout
+    optimizer.safetensors  AdamW moments ("m.<name>", "v.<name>")
+    train_state.json     step, AdamW step, the training rng's state, eval history
+Each file is written to a temporary name and renamed, train_state.json last, so an interrupted save leaves the
+previous train_state.json pointing at a complete step.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ModelLoadError, NpMiniLMError
+from .gpt import GPTConfig, check_params, hf_config, hf_state_dict
+from .lm_tokenizers import tokenizer_from_dict
+from .safetensors_io import load_tensor, read_header
+
+FORMAT = "npminilm-lm"
+
+
+def _atomic(path: Path, write, binary=False):
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _save_tensors(path: Path, tensors: dict):
+    from safetensors.numpy import save
+
+    data = save({k: np.ascontiguousarray(v) for k, v in tensors.items()})
+    _atomic(path, lambda f: f.write(data), binary=True)
+
+
+def _write_json(path: Path, obj):
+    _atomic(path, lambda f: json.dump(obj, f, indent=1, ensure_ascii=True))
+
+
+def load_tensors(path, dtype=np.float32) -> dict[str, np.ndarray]:
+    infos = read_header(path)
+    return {name: np.array(load_tensor(path, info, np.dtype(dtype))) for name, info in infos.items()}
+
+
+def save_checkpoint(out_dir, params, model_config: GPTConfig, tokenizer, train_config: dict | None = None,
+                    optimizer=None, state: dict | None = None):
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_json(out / "config.json", {"format": FORMAT, "model": model_config.to_dict(), "train": train_config})
+    _write_json(out / "tokenizer.json", tokenizer.to_dict())
+    _save_tensors(out / "model.safetensors", {k: v.astype(np.float32) for k, v in params.items()})
+    if optimizer is not None:
+        _save_tensors(out / "optimizer.safetensors", optimizer.state_tensors())
+    if state is not None:
+        _write_json(out / "train_state.json", {**state, "adamw_step": optimizer.t if optimizer else 0})
+
+
+def load_checkpoint(path, dtype=np.float32, with_training_state=False):
+    """-> (params, GPTConfig, tokenizer, train_config dict, optimizer tensors or None, state dict or None)."""
+    folder = Path(path)
+    if not folder.is_dir():
+        raise ModelLoadError(f"{folder}: no such checkpoint folder")
+    try:
+        meta = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        tok = tokenizer_from_dict(json.loads((folder / "tokenizer.json").read_text(encoding="utf-8")))
+    except FileNotFoundError as exc:
+        raise ModelLoadError(f"{folder}: not a language-model checkpoint ({Path(exc.filename).name} missing)") from None
+    except json.JSONDecodeError as exc:
+        raise ModelLoadError(f"{folder}: broken JSON ({exc})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ModelLoadError(f"{folder}/config.json: not an npminilm language-model config")
+    config = GPTConfig.from_dict(meta["model"])
+    params = load_tensors(folder / "model.safetensors", dtype)
+    try:
+        check_params(params, config, where=str(folder / "model.safetensors"))
+    except NpMiniLMError as exc:
+        raise ModelLoadError(str(exc)) from None
+    if tok.vocab_size > config.vocab_size:
+        raise ModelLoadError(f"{folder}: tokenizer has {tok.vocab_size} ids, model only {config.vocab_size}")
+    opt, state = None, None
+    if with_training_state:
+        try:
+            state = json.loads((folder / "train_state.json").read_text(encoding="utf-8"))
+            opt = load_tensors(folder / "optimizer.safetensors", dtype)
+        except FileNotFoundError as exc:
+            raise ModelLoadError(f"{folder}: cannot resume, {Path(exc.filename).name} is missing") from None
+    return params, config, tok, meta.get("train") or {}, opt, state
+
+
+def export_hf(checkpoint_dir, out_dir) -> Path:
+    """Write a folder that transformers.GPT2LMHeadModel.from_pretrained loads: config.json + model.safetensors
+    (GPT-2 names, Conv1D [in, out] weights, head tied to wte), plus our tokenizer.json for reference."""
+    params, config, tok, _, _, _ = load_checkpoint(checkpoint_dir)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_json(out / "config.json", hf_config(config))
+    from safetensors.numpy import save
+
+    data = save(hf_state_dict(params, config), metadata={"format": "pt"})
+    _atomic(out / "model.safetensors", lambda f: f.write(data), binary=True)
+    _write_json(out / "npminilm_tokenizer.json", tok.to_dict())
+    return out

@@ -1,0 +1,156 @@
+"""Training a language model: data split and batches, the loop (cross-entropy, AdamW, clipping, warm-up + cosine),
+periodic held-out evaluation, checkpoints, resume, and one progress line per log interval.
+
+Reproducibility: the model's initial weights come from `seed`; one training rng (seeded from `seed`) draws every
+batch and every dropout mask in a fixed order, and its state is saved in each checkpoint; evaluation draws its
+batches from its own rng, the same batches every time, so evaluating never moves the training stream. A run
+resumed from a checkpoint therefore continues exactly as the uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+
+from .errors import NpMiniLMError
+from .gpt import GPTConfig, gpt_backward, gpt_forward, init_params, is_decayed
+from .losses import cross_entropy_backward, cross_entropy_forward
+from .lm_checkpoint import load_checkpoint, save_checkpoint
+from .optim import AdamW, clip_grad_norm, lr_at
+
+
+class DataError(NpMiniLMError, ValueError):
+    """A corpus that cannot train the requested model (empty, or shorter than a block)."""
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 32
+    iters: int = 4000
+    lr: float = 3e-4
+    min_lr: float | None = None  # None: lr / 10
+    warmup_iters: int | None = None  # None: min(100, iters // 10)
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.99
+    grad_clip: float = 1.0
+    eval_interval: int = 250
+    eval_iters: int = 20
+    log_interval: int = 10
+    seed: int = 1337
+    val_fraction: float = 0.1
+
+    def to_dict(self):
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d):
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in (d or {}).items() if k in known})
+
+    @property
+    def warmup(self):
+        return min(100, self.iters // 10) if self.warmup_iters is None else self.warmup_iters
+
+    @property
+    def final_lr(self):
+        return self.lr / 10 if self.min_lr is None else self.min_lr
+
+
+def split_data(ids, val_fraction, block_size):
+    """First (1 - val_fraction) of the tokens for training, the rest held out; each must exceed a block."""
+    data = np.asarray(ids, dtype=np.int64)
+    if data.size == 0:
+        raise DataError("the corpus is empty")
+    n = int(round(data.size * (1.0 - val_fraction)))
+    train, val = data[:n], data[n:]
+    for name, split in (("training", train), ("held-out", val)):
+        if split.size <= block_size and (split is train or val_fraction > 0):
+            raise DataError(f"block size {block_size} is larger than the data: the {name} split has {split.size} "
+                            f"tokens ({data.size} in all) and needs more than {block_size}")
+    return train, val
+
+
+def get_batch(data, batch_size, block_size, rng):
+    """batch_size random windows: inputs x (B, T) and next-token targets y (B, T)."""
+    windows = np.lib.stride_tricks.sliding_window_view(data, block_size + 1)  # (N - T, T + 1), no copy
+    rows = windows[rng.integers(0, windows.shape[0], size=batch_size)]
+    return rows[:, :-1], rows[:, 1:]
+
+
+def loss_and_grads(params, config, x, y, rng=None):
+    logits, cache = gpt_forward(params, x, config, rng)
+    loss, ce_cache = cross_entropy_forward(logits, y)
+    (dlogits,) = cross_entropy_backward(np.asarray(1.0, logits.dtype), ce_cache)
+    return float(loss), gpt_backward(dlogits, cache)
+
+
+def estimate_loss(params, config, data, tc: TrainConfig):
+    """Mean loss over eval_iters batches drawn by a fresh rng: the same batches at every evaluation."""
+    rng = np.random.default_rng([tc.seed, 1])
+    total = 0.0
+    for _ in range(tc.eval_iters):
+        x, y = get_batch(data, tc.batch_size, config.block_size, rng)
+        logits, _ = gpt_forward(params, x, config)
+        total += float(cross_entropy_forward(logits, y)[0])
+    return total / tc.eval_iters
+
+
+def train(ids, model_config: GPTConfig, tc: TrainConfig, tokenizer, out_dir=None, resume=False, stop_at=None,
+          log=print):
+    """Train on the token ids; checkpoint to out_dir after each evaluation and at the end.
+
+    resume: continue from the checkpoint in out_dir (its weights, AdamW moments, rng state and step).
+    stop_at: stop after this step (as an interruption would), leaving a checkpoint there.
+    Returns {"params", "history" (evaluations), "losses" (training loss per step)}.
+    """
+    train_data, val_data = split_data(ids, tc.val_fraction, model_config.block_size)
+    params = init_params(model_config, seed=tc.seed)
+    opt = AdamW(params, tc.weight_decay, (tc.beta1, tc.beta2), decay=is_decayed)
+    rng = np.random.default_rng(tc.seed)
+    start, history = 0, []
+    if resume:
+        params, model_config, tokenizer, _, opt_tensors, state = load_checkpoint(out_dir, with_training_state=True)
+        opt = AdamW(params, tc.weight_decay, (tc.beta1, tc.beta2), decay=is_decayed)
+        opt.load_state_tensors(opt_tensors, state["adamw_step"])
+        rng.bit_generator.state = state["rng"]
+        start, history = int(state["step"]), list(state.get("history", []))
+        log(f"resumed from {out_dir} at step {start}")
+    end = tc.iters if stop_at is None else min(tc.iters, stop_at)
+
+    def checkpoint(step):
+        if out_dir is not None:
+            state = {"step": step, "rng": rng.bit_generator.state, "history": history}
+            save_checkpoint(out_dir, params, model_config, tokenizer, tc.to_dict(), opt, state)
+
+    def evaluate(step):
+        train_loss = estimate_loss(params, model_config, train_data, tc)
+        val_loss = estimate_loss(params, model_config, val_data, tc) if val_data.size else float("nan")
+        history.append({"step": step, "train_loss": train_loss, "val_loss": val_loss})
+        checkpoint(step)
+        log(f"step {step:>5} | eval train {train_loss:.4f} | val {val_loss:.4f}"
+            + (f" | saved {out_dir}" if out_dir is not None else ""))
+
+    tokens_per_step = tc.batch_size * model_config.block_size
+    losses, step = [], start
+    t0, since = time.perf_counter(), 0
+    for step in range(start, end):
+        if step % tc.eval_interval == 0 and not (resume and step == start):
+            evaluate(step)
+            t0, since = time.perf_counter(), 0
+        lr = lr_at(step, tc.lr, tc.warmup, tc.iters, tc.final_lr)
+        x, y = get_batch(train_data, tc.batch_size, model_config.block_size, rng)
+        loss, grads = loss_and_grads(params, model_config, x, y, rng)
+        clip_grad_norm(grads, tc.grad_clip)
+        opt.step(params, grads, lr)
+        losses.append(loss)
+        since += 1
+        if (step + 1) % tc.log_interval == 0 or step + 1 == end:
+            rate = since * tokens_per_step / max(time.perf_counter() - t0, 1e-9)
+            log(f"step {step + 1:>5}/{tc.iters} | loss {loss:.4f} | lr {lr:.2e} | {rate:,.0f} tok/s")
+            t0, since = time.perf_counter(), 0
+    if end > start or not history or history[-1]["step"] != end:
+        evaluate(end)
+    return {"params": params, "history": history, "losses": losses, "config": model_config}

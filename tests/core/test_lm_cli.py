@@ -1,0 +1,117 @@
+"""`npminilm lm train|sample|export` and `npminilm bpe train` end to end, in process: outputs and one-line errors."""
+
+import json
+
+import pytest
+
+from npminilm import cli
+
+TRAIN = ["--tokenizer", "char", "--n-embd", "16", "--n-layer", "1", "--n-head", "2", "--block-size", "16",
+         "--batch-size", "4", "--iters", "6", "--eval-interval", "3", "--eval-iters", "2", "--log-interval", "3"]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, data_dir):
+    path = tmp_path_factory.mktemp("lm") / "corpus.txt"
+    path.write_text((data_dir / "tinyshakespeare" / "input.txt").read_text(encoding="utf-8")[:3000])
+    return path
+
+
+@pytest.fixture(scope="module")
+def checkpoint(corpus):
+    out = corpus.parent / "ckpt"
+    assert cli.main(["lm", "train", "--data", str(corpus), *TRAIN, "--out", str(out)]) == 0
+    return out
+
+
+def run(capsys, *argv):
+    status = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_train_writes_a_checkpoint_and_progress(corpus, tmp_path, capsys):
+    status, out, err = run(capsys, "lm", "train", "--data", str(corpus), *TRAIN, "--out", str(tmp_path / "m"))
+    assert status == 0 and err == ""
+    lines = out.splitlines()
+    assert lines[0].startswith("3,000 characters -> 3,000 char tokens")
+    assert any(line.startswith("step     6/6 | loss ") and line.endswith(" tok/s") for line in lines)
+    assert lines[-1].startswith("step     6 | eval train ")
+    names = {p.name for p in (tmp_path / "m").iterdir()}
+    assert names == {"config.json", "tokenizer.json", "model.safetensors", "optimizer.safetensors",
+                     "train_state.json"}
+    status, out, _ = run(capsys, "lm", "train", "--data", str(corpus), *TRAIN[:-8], "--iters", "8",
+                         "--out", str(tmp_path / "m"), "--resume")
+    assert status == 0 and "resumed from" in out and "step     8/8" in out
+
+
+def test_sample_streams_and_is_seeded(checkpoint, capsys):
+    args = ["lm", "sample", str(checkpoint), "--prompt", "ROMEO:", "--max-new-tokens", "20", "--seed", "3",
+            "--temperature", "0.9", "--top-k", "5", "--top-p", "0.95"]
+    status, a, err = run(capsys, *args)
+    assert status == 0 and err == "" and a.startswith("ROMEO:") and len(a) == len("ROMEO:") + 20 + 1
+    assert run(capsys, *args)[1] == a
+    status, greedy, _ = run(capsys, "lm", "sample", str(checkpoint), "--max-new-tokens", "10", "--temperature", "0")
+    assert status == 0 and len(greedy) == 11
+
+
+def test_bpe_train_and_use(corpus, tmp_path, capsys):
+    status, out, _ = run(capsys, "bpe", "train", "--data", str(corpus), "--vocab-size", "270",
+                         "--out", str(tmp_path / "bpe.json"))
+    assert status == 0 and out.startswith("14 merges, vocabulary 270")
+    assert json.loads((tmp_path / "bpe.json").read_text())["type"] == "bpe"
+    args = ["lm", "train", "--data", str(corpus), *TRAIN, "--out", str(tmp_path / "m")]
+    args[args.index("char")] = str(tmp_path / "bpe.json")
+    status, out, _ = run(capsys, *args)
+    assert status == 0 and "bpe tokens (vocab 270)" in out
+    status, out, _ = run(capsys, "lm", "sample", str(tmp_path / "m"), "--prompt", "é😀", "--max-new-tokens", "5")
+    assert status == 0 and out.startswith("é😀")
+
+
+def test_export_writes_gpt2_folder(checkpoint, tmp_path, capsys):
+    status, out, _ = run(capsys, "lm", "export", str(checkpoint), "--hf", str(tmp_path / "hf"))
+    assert status == 0 and out.strip() == str(tmp_path / "hf")
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert config["model_type"] == "gpt2" and config["activation_function"] == "gelu"
+    from safetensors.numpy import load_file
+
+    tensors = load_file(str(tmp_path / "hf" / "model.safetensors"))
+    assert tensors["transformer.h.0.mlp.c_fc.weight"].shape == (16, 64)
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing", "No such file or directory"),
+    ("empty", "the corpus is empty"),
+    ("block", "block size 4000 is larger than the data"),
+    ("prompt", "text has characters the vocabulary lacks: '€'"),
+    ("no_checkpoint", "no such checkpoint folder"),
+    ("not_checkpoint", "not a language-model checkpoint"),
+    ("vocab", "at least 256 ids"),
+    ("resume_nothing", "not a language-model checkpoint"),
+])  # fmt: skip
+def test_bad_input_is_one_line_exit_1(case, message, corpus, checkpoint, tmp_path, capsys):
+    (tmp_path / "empty.txt").write_text("")
+    argv = {
+        "missing": ["lm", "train", "--data", str(tmp_path / "nope.txt"), "--out", str(tmp_path / "o")],
+        "empty": ["lm", "train", "--data", str(tmp_path / "empty.txt"), "--out", str(tmp_path / "o")],
+        "block": ["lm", "train", "--data", str(corpus), "--block-size", "4000", "--out", str(tmp_path / "o")],
+        "prompt": ["lm", "sample", str(checkpoint), "--prompt", "ROMEO €"],
+        "no_checkpoint": ["lm", "sample", str(tmp_path / "nothing")],
+        "not_checkpoint": ["lm", "export", str(tmp_path), "--hf", str(tmp_path / "hf")],
+        "vocab": ["bpe", "train", "--data", str(corpus), "--vocab-size", "100", "--out", str(tmp_path / "b.json")],
+        "resume_nothing": ["lm", "train", "--data", str(corpus), "--out", str(tmp_path), "--resume"],
+    }[case]
+    status, out, err = run(capsys, *argv)
+    assert status == 1 and out == ""
+    assert err.count("\n") == 1 and err.startswith("npminilm: error: ") and message in err, err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("argv", [["lm"], ["lm", "train", "--data", "x"], ["lm", "train", "--data", "x", "--out", "y",
+                                  "--dropout", "1.5"], ["lm", "train", "--data", "x", "--out", "y", "--tokenizer", "wp"],
+                                  ["bpe", "train", "--data", "x", "--out", "y"]])
+def test_usage_errors_exit_2(argv, capsys, tmp_path):
+    (tmp_path / "x").write_text("hello world " * 100)
+    argv = [str(tmp_path / a) if a == "x" else a for a in argv]
+    status, out, err = run(capsys, *argv)
+    assert status == 2 and out == "" and err.count("\n") == 1 and err.startswith("npminilm: error: ")

@@ -1,0 +1,80 @@
+"""Training the small language model: the loss falls on Tiny Shakespeare, a seed reproduces a run, a resumed run
+equals the uninterrupted one, checkpoints round-trip, short corpora fail clearly."""
+
+import json
+
+import numpy as np
+import pytest
+
+from npminilm.gpt import GPTConfig
+from npminilm.lm_checkpoint import load_checkpoint
+from npminilm.lm_tokenizers import ByteBPETokenizer, CharTokenizer
+from npminilm.lm_train import DataError, TrainConfig, get_batch, split_data, train
+
+
+@pytest.fixture(scope="module")
+def shakespeare(data_dir):
+    return (data_dir / "tinyshakespeare" / "input.txt").read_text(encoding="utf-8")[:20_000]
+
+
+def small_run(text, tokenizer=None, **overrides):
+    tok = tokenizer or CharTokenizer.train(text)
+    config = GPTConfig(vocab_size=tok.vocab_size, block_size=32, n_embd=32, n_layer=2, n_head=4, dropout=0.1)
+    tc = TrainConfig(**{"batch_size": 12, "iters": 100, "lr": 3e-3, "eval_interval": 50, "eval_iters": 4,
+                        "log_interval": 25, "seed": 3, **overrides})
+    return tok, config, tc
+
+
+def test_hundred_steps_lower_the_loss(shakespeare):
+    tok, config, tc = small_run(shakespeare)
+    lines = []
+    result = train(np.array(tok.encode(shakespeare)), config, tc, tok, log=lines.append)
+    first, last = result["history"][0], result["history"][-1]
+    assert [h["step"] for h in result["history"]] == [0, 50, 100]
+    assert first["val_loss"] == pytest.approx(np.log(tok.vocab_size), abs=0.1)  # uniform at the start
+    assert last["val_loss"] < first["val_loss"] - 0.8 and last["train_loss"] < first["train_loss"] - 0.8
+    assert np.mean(result["losses"][-10:]) < np.mean(result["losses"][:10]) - 0.8
+    progress = [line for line in lines if "tok/s" in line]
+    assert len(progress) == 4 and progress[-1].startswith("step   100/100 | loss ")
+
+
+def test_seed_reproduces_a_run(shakespeare):
+    tok, config, tc = small_run(shakespeare, iters=12, eval_interval=100)
+    ids = np.array(tok.encode(shakespeare))
+    a = train(ids, config, tc, tok, log=lambda s: None)
+    b = train(ids, config, tc, tok, log=lambda s: None)
+    c = train(ids, config, TrainConfig(**{**tc.to_dict(), "seed": 4}), tok, log=lambda s: None)
+    assert a["losses"] == b["losses"] and a["losses"] != c["losses"]
+    assert all(np.array_equal(a["params"][k], b["params"][k]) for k in a["params"])
+
+
+def test_resume_continues_exactly(shakespeare, tmp_path):
+    tok = ByteBPETokenizer.train(shakespeare, 300)
+    tok, config, tc = small_run(shakespeare, tokenizer=tok, iters=12, eval_interval=5, warmup_iters=3, batch_size=8)
+    ids = np.array(tok.encode(shakespeare))
+    whole = train(ids, config, tc, tok, out_dir=tmp_path / "whole", log=lambda s: None)
+    first = train(ids, config, tc, tok, out_dir=tmp_path / "cut", stop_at=7, log=lambda s: None)
+    state = json.loads((tmp_path / "cut" / "train_state.json").read_text())
+    assert state["step"] == 7 and state["adamw_step"] == 7
+    lines = []
+    rest = train(ids, config, tc, None, out_dir=tmp_path / "cut", resume=True, log=lines.append)
+    assert lines[0].startswith(f"resumed from {tmp_path / 'cut'} at step 7")
+    assert first["losses"] + rest["losses"] == whole["losses"]
+    for k, v in whole["params"].items():
+        assert np.array_equal(rest["params"][k], v), k
+    assert [h for h in rest["history"] if h["step"] != 7] == whole["history"]  # plus the eval at the cut
+    params, config2, tok2, stored, _, _ = load_checkpoint(tmp_path / "whole")
+    assert config2 == config and tok2.to_dict() == tok.to_dict() and stored == tc.to_dict()
+    assert all(np.array_equal(params[k], v) for k, v in whole["params"].items())
+
+
+def test_batches_and_split():
+    data = np.arange(100)
+    train_part, val = split_data(data, 0.1, 8)
+    assert train_part.size == 90 and val[0] == 90
+    x, y = get_batch(train_part, 5, 8, np.random.default_rng(0))
+    assert x.shape == y.shape == (5, 8) and np.array_equal(y, x + 1) and x.max() < 89 and y.max() <= 89
+    with pytest.raises(DataError, match="empty"):
+        split_data([], 0.1, 8)
+    with pytest.raises(DataError, match="block size 10 is larger than the data: the held-out split has 10"):
+        split_data(data, 0.1, 10)
