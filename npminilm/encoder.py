@@ -6,6 +6,7 @@ from .bert import bert_backward, bert_forward
 from .errors import InvalidArgumentError, InvalidInputError
 from .folder import read_model_folder
 from .ops import l2_normalize_backward, l2_normalize_forward
+from .parallel import map_batches
 from .pooling import pool_backward, pool_forward
 from .progress import track
 from .tokenizer import WordPieceTokenizer
@@ -14,6 +15,7 @@ from .weights import load_bert_params
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 DTYPES = {"float32": np.float32, "float64": np.float64}
 OUTPUT_VALUES = ("sentence_embedding", "token_embeddings", None)
+CHARS_PER_PIECE = 8192  # about 1,800 tokens of English
 
 
 class SentenceEncoder:
@@ -118,10 +120,16 @@ class SentenceEncoder:
         normalize = self.normalize if normalize_embeddings is None else bool(normalize_embeddings)
 
         order = np.argsort([-len(t) for t in texts], kind="stable")
+        batches = [order[start:start + batch_size] for start in range(0, len(texts), batch_size)]
+        pieces = [piece for idx in batches for piece in _split_by_chars(idx, texts)]
+
+        def run(idx):
+            return idx, self._encode_batch([texts[i] for i in idx], normalize, output_value)
+
         results = [None] * len(texts)
-        for start in track(range(0, len(texts), batch_size), desc="Batches", show_progress_bar=show_progress_bar):
-            idx = order[start:start + batch_size]
-            for i, item in zip(idx, self._encode_batch([texts[i] for i in idx], normalize, output_value)):
+        done = map_batches(run, pieces)
+        for idx, items in track(done, total=len(pieces), desc="Batches", show_progress_bar=show_progress_bar):
+            for i, item in zip(idx, items):
                 results[i] = item
 
         if output_value == "sentence_embedding":
@@ -184,6 +192,14 @@ def _to_tensor(rows, dim, dtype):
     except ImportError:
         raise InvalidArgumentError("convert_to_tensor=True needs torch; use convert_to_numpy") from None
     return torch.from_numpy(np.stack(rows) if rows else np.zeros((0, dim), dtype))
+
+
+def _split_by_chars(idx, texts):
+    """Split one batch (texts sorted longest first) into pieces of about CHARS_PER_PIECE characters: batches run
+    side by side on the cores, and a piece of a few thousand tokens keeps the FFN activations in cache."""
+    chars = sum(len(texts[i]) for i in idx)
+    n = min(len(idx), -(-chars // CHARS_PER_PIECE))
+    return [piece for piece in np.array_split(idx, max(1, n)) if len(piece)]
 
 
 def _check_texts(sentences):
