@@ -155,10 +155,11 @@ def gelu_backward(dout, cache):
 # ---------------------------------------------------------------------------------------------- softmax
 
 
-def softmax_forward(x, axis=-1):
-    """Numerically stable softmax; the cache is the output itself."""
-    e = np.exp(x - x.max(axis=axis, keepdims=True))
-    out = e / e.sum(axis=axis, keepdims=True)
+def softmax_forward(x, axis=-1, out=None):
+    """Numerically stable softmax; the cache is the output itself. `out` may be x, to overwrite it in place."""
+    out = np.subtract(x, x.max(axis=axis, keepdims=True), out=out)
+    np.exp(out, out=out)
+    out /= out.sum(axis=axis, keepdims=True)
     return out, (out, axis)
 
 
@@ -183,11 +184,12 @@ def attention_forward(q, k, v, n_head, mask=None, causal=False):
     kh = k.reshape(B, T, n_head, hs).transpose(0, 2, 1, 3)
     vh = v.reshape(B, T, n_head, hs).transpose(0, 2, 1, 3)
     scale = 1.0 / math.sqrt(hs)
-    scores = (qh @ kh.transpose(0, 1, 3, 2)) * np.asarray(scale, q.dtype)  # (B, NH, T, T)
+    scores = qh @ kh.transpose(0, 1, 3, 2)  # (B, NH, T, T), the largest tensor: worked on in place from here
+    scores *= np.asarray(scale, q.dtype)
     allowed = _allowed(mask, causal, B, T)
     if allowed is not None:
-        scores = np.where(allowed, scores, np.finfo(scores.dtype).min)
-    probs, _ = softmax_forward(scores)
+        np.copyto(scores, np.finfo(scores.dtype).min, where=~allowed)
+    probs, _ = softmax_forward(scores, out=scores)
     yh = probs @ vh  # (B, NH, T, T) @ (B, NH, T, hs) -> (B, NH, T, hs)
     y = yh.transpose(0, 2, 1, 3).reshape(B, T, C)  # (B, NH, T, hs) -> (B, T, C)
     return y, (qh, kh, vh, probs, scale, allowed)
