@@ -1,19 +1,27 @@
-"""CPU throughput, side by side in one process: npminilm vs sentence-transformers (torch CPU), alternating rounds.
+"""CPU throughput, side by side in one process: npminilm vs sentence-transformers (torch CPU), and onnxruntime on an
+ONNX export of the same model when onnxruntime is installed, in alternating rounds.
 
-    python benchmarks/cpu_bench.py [--rounds 3] [--out benchmarks/results/cpu_bench-DATE.md]
+    python benchmarks/cpu_bench.py [--rounds 3] [--out benchmarks/results/cpu_bench-DATE-HHMM.md]
 
 Workloads: the 2,758 STSb test sentences and 200 passages of 200 words from Tiny Shakespeare (truncated at
-256 tokens), at batch sizes 32 and 128. Prints sentences/s per engine and the ratio npminilm / ST (the
-median over rounds), and writes the table with the machine, versions and date to benchmarks/results/.
+256 tokens), at batch sizes 32 and 128. Prints sentences/s per engine, the ratio to ST (the median over rounds),
+and the achieved GFLOP/s (real tokens only: L * n * (8C^2 + 4CI + 4nC) for a text of n tokens, 22.4 MFLOP per
+token at n = 128) as a share of the sgemm rate measured in the same run. Then the tokenizer against the HF fast
+tokenizer called one text at a time (and a check that the ids agree), cold start (a fresh process: import, load,
+first embedding) and peak RSS (a fresh process encoding the STSb sentences). Writes the tables with the machine,
+versions and date to benchmarks/results/.
 """
 
 import argparse
 import csv
 import datetime
+import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -39,12 +47,114 @@ def timed(fn):
     return time.perf_counter() - start, out
 
 
+def sgemm_gflops(repeats=10):
+    """Best-of rate of numpy's float32 GEMM on the FFN's shape (4096 x 384 @ 384 x 1536), default threads."""
+    rng = np.random.default_rng(0)
+    x, w = rng.standard_normal((4096, 384), dtype=np.float32), rng.standard_normal((384, 1536), dtype=np.float32)
+    best = min(timed(lambda: x @ w)[0] for _ in range(repeats))
+    return 2 * 4096 * 384 * 1536 / best / 1e9
+
+
+def flops(n_tokens, config):
+    """Forward FLOPs of one text of n tokens: the six GEMMs per layer plus the two attention products."""
+    C, I, L = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    n = np.asarray(n_tokens, dtype=np.float64)
+    return float(np.sum(L * n * (8 * C * C + 4 * C * I + 4 * n * C)))
+
+
+class OnnxEngine:
+    """The same BertModel exported to ONNX, run by onnxruntime, with mean pooling and normalisation in NumPy."""
+
+    def __init__(self, peer, threads, path):
+        import onnxruntime as ort
+        import torch
+
+        model = peer[0].auto_model.eval()
+        ids = torch.ones((2, 8), dtype=torch.int64)
+        with torch.no_grad():
+            torch.onnx.export(model, (ids, ids, torch.zeros_like(ids)), str(path), dynamo=False,
+                              input_names=["input_ids", "attention_mask", "token_type_ids"],
+                              output_names=["last_hidden_state"], opset_version=17,
+                              dynamic_axes={k: {0: "B", 1: "T"} for k in
+                                            ("input_ids", "attention_mask", "token_type_ids", "last_hidden_state")})
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.tokenizer = peer.tokenizer
+        self.max_length = peer.max_seq_length
+
+    def encode(self, texts, batch_size):
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        out = np.zeros((len(texts), 384), np.float32)
+        for start in range(0, len(texts), batch_size):
+            idx = order[start:start + batch_size]
+            f = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=self.max_length,
+                               return_tensors="np")
+            feeds = {k: f[k].astype(np.int64) for k in ("input_ids", "attention_mask", "token_type_ids")}
+            (h,) = self.session.run(None, feeds)
+            m = feeds["attention_mask"][:, :, None].astype(np.float32)
+            emb = (h * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1e-9)
+            out[idx] = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+        return out
+
+
+COLD = {
+    "npminilm": "import npminilm; e = npminilm.SentenceEncoder(); e.encode('A man is playing a guitar.')",
+    "sentence-transformers": "from sentence_transformers import SentenceTransformer; "
+                             "m = SentenceTransformer(FOLDER, device='cpu'); m.encode('A man is playing a guitar.')",
+}
+RSS = {
+    "npminilm": "import npminilm; e = npminilm.SentenceEncoder(); e.encode(TEXTS, batch_size=32)",
+    "sentence-transformers": "from sentence_transformers import SentenceTransformer; "
+                             "m = SentenceTransformer(FOLDER, device='cpu'); m.encode(TEXTS, batch_size=32)",
+}
+
+
+def fresh_process(body, folder, texts=None):
+    """Run `body` in a new interpreter; returns (seconds inside it from before the first import, whole process
+    wall seconds, peak RSS in MB)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(texts or [], f)
+    code = (f"import time; t0 = time.perf_counter(); import json, sys; sys.path.insert(0, {str(ROOT)!r}); "
+            f"FOLDER = {str(folder)!r}; TEXTS = json.load(open({f.name!r})); {body}; "
+            "t1 = time.perf_counter(); "
+            # VmHWM, not ru_maxrss: Linux carries the parent's ru_maxrss into a forked-and-exec'd child
+            "hwm = [int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM')]; "
+            "import resource; print(t1 - t0, (hwm or [resource.getrusage(resource.RUSAGE_SELF).ru_maxrss])[0])")
+    start = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    wall = time.perf_counter() - start
+    os.unlink(f.name)
+    return float(out[-2]), wall, int(out[-1]) / 1024
+
+
+def tokenizer_rows(ours, texts_by_name, rounds):
+    """Ours vs the tokenizers crate, one text at a time, as sentence-transformers' tokenizer sees them."""
+    from tokenizers import Tokenizer
+
+    hf = Tokenizer.from_file(str(ours.transformer_path / "tokenizer.json"))
+    hf.enable_truncation(ours.max_seq_length)
+    hf.no_padding()
+    rows = []
+    for name, texts in texts_by_name.items():
+        texts = [t.strip().lower() if ours.do_lower_case else t.strip() for t in texts]
+        same = all(hf.encode(t).ids == ours.tokenizer.encode(t, max_length=ours.max_seq_length) for t in texts)
+        a, b = [], []
+        for _ in range(rounds * 3):
+            a.append(timed(lambda: [ours.tokenizer.encode(t, max_length=ours.max_seq_length) for t in texts])[0])
+            b.append(timed(lambda: [hf.encode(t) for t in texts])[0])
+        o, p = len(texts) / statistics.median(a), len(texts) / statistics.median(b)
+        rows.append(f"| {name} ({len(texts)}) | {o:,.0f} | {p:,.0f} | {o / p:.2f} | {'yes' if same else 'NO'} |")
+    return rows
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", type=Path,
-                        default=ROOT / "benchmarks" / "results" / f"cpu_bench-{datetime.date.today()}.md")
+                        default=ROOT / "benchmarks" / "results" / f"cpu_bench-{datetime.datetime.now():%Y-%m-%d-%H%M}.md")
     args = parser.parse_args()
+    load_before = os.getloadavg()
 
     import torch
     from sentence_transformers import SentenceTransformer
@@ -53,31 +163,70 @@ def main():
 
     ours = npminilm.SentenceEncoder()
     peer = SentenceTransformer(str(ours.folder), device="cpu")
-    lines = ["| workload | batch | npminilm sent/s | ST sent/s | ratio | max abs diff |", "|---|---|---|---|---|---|"]
-    for name, texts in workloads().items():
+    engines = {"npminilm": ours.encode, "ST": peer.encode}
+    onnx_note = "not installed, skipped"
+    try:
+        import onnxruntime
+
+        tmp = tempfile.TemporaryDirectory()
+        engines["onnxruntime"] = OnnxEngine(peer, torch.get_num_threads(), Path(tmp.name) / "model.onnx").encode
+        onnx_note = onnxruntime.__version__
+    except ImportError:
+        pass
+    gemm = sgemm_gflops()
+    print(f"sgemm: {gemm:.0f} GFLOP/s", flush=True)
+
+    cols = " | ".join(f"{e} sent/s | {e} / ST | {e} % sgemm" for e in engines if e != "ST")
+    lines = [f"| workload | batch | ST sent/s | ST % sgemm | {cols} | max abs diff |",
+             "|---|---|" + "---|" * (2 + 3 * (len(engines) - 1)) + "---|"]
+    texts_by_name = workloads()
+    for name, texts in texts_by_name.items():
+        n_tokens = [len(ours.tokenizer.encode(t.strip().lower(), max_length=ours.max_seq_length)) for t in texts]
+        total = flops(n_tokens, ours.bert_config)
         for batch in (32, 128):
-            ours_t, peer_t = [], []
-            for _ in range(args.rounds):  # alternate A/B so drift in machine load hits both engines alike
-                t, a = timed(lambda: ours.encode(texts, batch_size=batch))
-                ours_t.append(t)
-                t, b = timed(lambda: peer.encode(texts, batch_size=batch))
-                peer_t.append(t)
-            o, p = len(texts) / statistics.median(ours_t), len(texts) / statistics.median(peer_t)
-            row = f"| {name} ({len(texts)}) | {batch} | {o:.1f} | {p:.1f} | {o / p:.2f} | {np.abs(a - b).max():.1e} |"
+            times, outs = {e: [] for e in engines}, {}
+            for _ in range(args.rounds):  # alternate so drift in machine load hits every engine alike
+                for e, encode in engines.items():
+                    t, outs[e] = timed(lambda: encode(texts, batch_size=batch))
+                    times[e].append(t)
+            rate = {e: len(texts) / statistics.median(t) for e, t in times.items()}
+            share = {e: total / statistics.median(t) / 1e9 / gemm * 100 for e, t in times.items()}
+            cells = " | ".join(f"{rate[e]:.1f} | {rate[e] / rate['ST']:.2f} | {share[e]:.0f}%" for e in engines
+                               if e != "ST")
+            diff = max(np.abs(outs[e] - outs["ST"]).max() for e in engines)
+            row = f"| {name} ({len(texts)}) | {batch} | {rate['ST']:.1f} | {share['ST']:.0f}% | {cells} | {diff:.1e} |"
             print(row, flush=True)
             lines.append(row)
+    gemm_after = sgemm_gflops()
+
+    tok = ["| texts | npminilm texts/s | HF fast (one at a time) texts/s | ratio | same ids |", "|---|---|---|---|---|"]
+    tok += tokenizer_rows(ours, texts_by_name, args.rounds)
+    print("\n".join(tok), flush=True)
+
+    sts = texts_by_name["stsb-sentences"]
+    proc = ["| engine | cold start: import + load + first embedding (s) | whole process (s) | "
+            "peak RSS encoding STSb (MB) |", "|---|---|---|---|"]
+    for e in COLD:
+        cold, wall, _ = fresh_process(COLD[e], ours.folder)
+        _, _, rss = fresh_process(RSS[e], ours.folder, sts)
+        proc.append(f"| {e} | {cold:.2f} | {wall:.2f} | {rss:.0f} |")
+        print(proc[-1], flush=True)
 
     header = [
         f"# CPU benchmark, {datetime.datetime.now().isoformat(timespec='minutes')}",
         "",
         f"- machine: {platform.machine()}, {os.cpu_count()} cores, {platform.processor() or platform.platform()}",
         f"- python {platform.python_version()}, numpy {np.__version__}, torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads), npminilm {npminilm.__version__}",
-        f"- median of {args.rounds} alternating rounds; ratio = npminilm / sentence-transformers",
+        f"({torch.get_num_threads()} threads), onnxruntime {onnx_note}, npminilm {npminilm.__version__}",
+        f"- sgemm (float32, 4096x384 @ 384x1536): {gemm:.0f} GFLOP/s before, {gemm_after:.0f} after; "
+        "% sgemm uses the first",
+        f"- load average before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f} (other work on the machine)",
+        f"- median of {args.rounds} alternating rounds; ratios are to sentence-transformers",
         "",
     ]
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(header + lines) + "\n")
+    args.out.write_text("\n".join(header + lines + ["", "## Tokenizer", ""] + tok
+                                   + ["", "## Cold start and memory (fresh processes)", ""] + proc) + "\n")
     print(f"written to {args.out}")
 
 
