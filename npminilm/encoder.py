@@ -145,9 +145,7 @@ class SentenceEncoder:
         features = self.tokenize(texts)
         mask = features["attention_mask"]
         h = self.forward(features["input_ids"], mask, features["token_type_ids"])["last_hidden_state"]
-        emb, _ = pool_forward(h, mask, self.pooling_modes)
-        if normalize:
-            emb, _ = l2_normalize_forward(emb)
+        emb, _ = self._pool(h, mask, normalize)
         if output_value == "sentence_embedding":
             return list(emb)
         lengths = mask.sum(axis=1)
@@ -165,11 +163,17 @@ class SentenceEncoder:
         mask = features["attention_mask"]
         out, bert_cache = bert_forward(self.params, self.bert_config, features["input_ids"], mask,
                                        features.get("token_type_ids"), keep_cache=True)
-        emb, pool_cache = pool_forward(out["last_hidden_state"], mask, self.pooling_modes)
-        norm_cache = None
-        if self.normalize if normalize_embeddings is None else normalize_embeddings:
-            emb, norm_cache = l2_normalize_forward(emb)
+        normalize = self.normalize if normalize_embeddings is None else bool(normalize_embeddings)
+        emb, (pool_cache, norm_cache) = self._pool(out["last_hidden_state"], mask, normalize)
         return emb, (bert_cache, pool_cache, norm_cache)
+
+    def _pool(self, h, mask, normalize):
+        """Pooling, then L2 normalisation when asked: (B, T, C) -> (B, dim), with both caches."""
+        emb, pool_cache = pool_forward(h, mask, self.pooling_modes)
+        norm_cache = None
+        if normalize:
+            emb, norm_cache = l2_normalize_forward(emb)
+        return emb, (pool_cache, norm_cache)
 
     def backward(self, d_emb, cache):
         """Gradients of every trainable tensor, keyed by HF parameter name, given dL/d(embeddings) (B, dim)."""
