@@ -6,8 +6,8 @@ import argparse
 import json
 import os
 import sys
-import tempfile
-from pathlib import Path
+
+from .fileio import atomic_write
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"  # hub.DEFAULT_MODEL, repeated so that `--help` imports nothing heavy
 
@@ -133,33 +133,6 @@ def _read_lines(stream) -> list[str]:
     return stream.read().splitlines()
 
 
-def _atomic_write(path: str, write, binary: bool) -> None:
-    """Write through ``write(file)`` to a temp file beside ``path``, then rename: never a half-written file."""
-    target = Path(path)
-    if target.is_dir():
-        raise IsADirectoryError(21, "Is a directory", str(target))
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    except OSError as exc:
-        # The error would name the random temp file; the user only knows the path they gave.
-        raise OSError(exc.errno, exc.strerror, str(target)) from None
-    try:
-        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it owner-only; give it the permissions open() would
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def _write_jsonl(f, embeddings) -> None:
     # Row by row: one multi-megabyte write() that a closed pipe cuts short can be dropped without an error.
     for row in embeddings.tolist():
@@ -173,16 +146,16 @@ def cmd_encode(args) -> int:
     if not texts and args.format == "jsonl":
         # Nothing to embed and nothing to print: don't pay for loading the model.
         if args.output:
-            _atomic_write(args.output, lambda f: None, binary=False)
+            atomic_write(args.output, lambda f: None, binary=False)
         return EXIT_OK
     encoder = _load(args)
     embeddings = encoder.encode(texts, batch_size=args.batch_size, normalize_embeddings=args.normalize)
     if args.format == "npy":
         import numpy as np
 
-        _atomic_write(args.output, lambda f: np.save(f, embeddings), binary=True)
+        atomic_write(args.output, lambda f: np.save(f, embeddings), binary=True)
     elif args.output:
-        _atomic_write(args.output, lambda f: _write_jsonl(f, embeddings), binary=False)
+        atomic_write(args.output, lambda f: _write_jsonl(f, embeddings), binary=False)
     else:
         _write_jsonl(sys.stdout, embeddings)
     return EXIT_OK

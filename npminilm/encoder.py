@@ -34,8 +34,6 @@ class SentenceEncoder:
         return super().__new__(cls)
 
     def __init__(self, name_or_path=DEFAULT_MODEL, dtype="float32", backend="numpy", device=None):
-        from .hub import resolve_model_path
-
         if backend != "numpy":
             raise InvalidArgumentError(f"backend {backend!r} is not available; use backend='numpy' or 'triton'")
         if device not in (None, "cpu"):
@@ -44,6 +42,13 @@ class SentenceEncoder:
         if key not in DTYPES:
             raise InvalidArgumentError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
         self.dtype = np.dtype(DTYPES[key])
+        model = self._read_folder(name_or_path)
+        self.params = load_bert_params(model.weights_path, model.config, self.dtype)
+
+    def _read_folder(self, name_or_path):
+        """Resolve and read the model folder: configs, pooling and tokenizer (every backend shares this)."""
+        from .hub import resolve_model_path
+
         self.folder = resolve_model_path(name_or_path, allow_fetch=True)
         model = read_model_folder(self.folder)
         self.transformer_path = model.transformer_path
@@ -53,8 +58,8 @@ class SentenceEncoder:
         self.normalize = model.normalize
         self.do_lower_case = model.do_lower_case
         self.max_seq_length = model.max_seq_length
-        self.params = load_bert_params(model.weights_path, model.config, self.dtype)
         self.tokenizer = WordPieceTokenizer.from_folder(model.transformer_path)
+        return model
 
     def __repr__(self):
         return (f"SentenceEncoder({str(self.folder)!r}, dtype={self.dtype.name!r}, pooling={self.pooling_modes}, "

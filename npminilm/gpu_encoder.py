@@ -7,9 +7,7 @@ import numpy as np
 from .bert import check_inputs
 from .encoder import DEFAULT_MODEL, OUTPUT_VALUES, SentenceEncoder, _check_texts
 from .errors import InvalidArgumentError
-from .folder import read_model_folder
 from .progress import track
-from .tokenizer import WordPieceTokenizer
 from .weights import load_bert_params
 
 GPU_DTYPES = ("float16", "bfloat16", "float32")
@@ -58,23 +56,12 @@ class TritonSentenceEncoder(SentenceEncoder):
     """
 
     def __init__(self, name_or_path=DEFAULT_MODEL, dtype="float32", backend="triton", device="cuda"):
-        from .hub import resolve_model_path
-
         if dtype not in GPU_DTYPES:
             raise InvalidArgumentError(f"backend='triton' dtype must be one of {GPU_DTYPES}, got {dtype!r}")
         torch, self._kernels, self.device = _backend("cuda" if device is None else device)
         self._torch = torch
         self.dtype = getattr(torch, dtype)
-        self.folder = resolve_model_path(name_or_path, allow_fetch=True)
-        model = read_model_folder(self.folder)
-        self.transformer_path = model.transformer_path
-        self.bert_config = model.config
-        self.config = model.raw_config
-        self.pooling_modes = list(model.pooling_modes)
-        self.normalize = model.normalize
-        self.do_lower_case = model.do_lower_case
-        self.max_seq_length = model.max_seq_length
-        self.tokenizer = WordPieceTokenizer.from_folder(model.transformer_path)
+        model = self._read_folder(name_or_path)
         # moved to the device once, in `dtype`; Q, K, V weights fused into one (3C, C) GEMM per layer
         self.params = {k: torch.from_numpy(np.array(v)).to(self.device, self.dtype).contiguous()
                        for k, v in load_bert_params(model.weights_path, model.config, np.float32).items()}

@@ -14,12 +14,11 @@ previous train_state.json pointing at a complete step.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from .fileio import atomic_write
 from .errors import ModelLoadError, NpMiniLMError
 from .gpt import GPTConfig, check_params, hf_config, hf_state_dict
 from .lm_tokenizers import tokenizer_from_dict
@@ -28,29 +27,15 @@ from .safetensors_io import load_tensor, read_header
 FORMAT = "npminilm-lm"
 
 
-def _atomic(path: Path, write, binary=False):
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def _save_tensors(path: Path, tensors: dict):
     from safetensors.numpy import save
 
     data = save({k: np.ascontiguousarray(v) for k, v in tensors.items()})
-    _atomic(path, lambda f: f.write(data), binary=True)
+    atomic_write(path, lambda f: f.write(data), binary=True)
 
 
 def _write_json(path: Path, obj):
-    _atomic(path, lambda f: json.dump(obj, f, indent=1, ensure_ascii=True))
+    atomic_write(path, lambda f: json.dump(obj, f, indent=1, ensure_ascii=True))
 
 
 def load_tensors(path, dtype=np.float32) -> dict[str, np.ndarray]:
@@ -113,6 +98,6 @@ def export_hf(checkpoint_dir, out_dir) -> Path:
     from safetensors.numpy import save
 
     data = save(hf_state_dict(params, config), metadata={"format": "pt"})
-    _atomic(out / "model.safetensors", lambda f: f.write(data), binary=True)
+    atomic_write(out / "model.safetensors", lambda f: f.write(data), binary=True)
     _write_json(out / "npminilm_tokenizer.json", tok.to_dict())
     return out
