@@ -4,12 +4,7 @@ import torch
 import triton
 import triton.language as tl
 
-
-@triton.jit
-def _dot(a, b, acc, DOT_PRECISION: tl.constexpr, DOT_F32: tl.constexpr):
-    if DOT_F32:  # Triton's CPU interpreter multiplies bfloat16 operands as raw uint16: widen them first
-        return tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")
-    return tl.dot(a, b, acc, input_precision=DOT_PRECISION)
+from .dot import dot_acc
 
 
 # x (M, K), W (N, K) stored [out, in] as in HF checkpoints, b (N,):
@@ -45,7 +40,7 @@ def _linear_gelu_kernel(
                     mask=m_ok[:, None] & k_ok[None, :], other=0.0)  # (BLOCK_M, BLOCK_K)
         w = tl.load(W + offs_n[None, :] * stride_wn + (k0 + offs_k)[:, None],
                     mask=n_ok[None, :] & k_ok[:, None], other=0.0)  # (BLOCK_K, BLOCK_N) tile of W^T
-        acc = _dot(x, w, acc, DOT_PRECISION, DOT_F32)
+        acc = dot_acc(x, w, acc, DOT_PRECISION, DOT_F32)
     acc += tl.load(BIAS + offs_n, mask=n_ok, other=0.0).to(tl.float32)[None, :]
     if APPLY_GELU:
         acc = 0.5 * acc * (1.0 + tl.math.erf(acc * 0.7071067811865476))

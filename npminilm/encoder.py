@@ -116,13 +116,7 @@ class SentenceEncoder:
         follows the folder's Normalize module; True or False forces L2 normalisation on or off.
         `output_value="token_embeddings"` gives each text's unpadded token vectors; None gives a dict per text.
         """
-        if output_value not in OUTPUT_VALUES:
-            raise InvalidArgumentError(f"output_value must be one of {OUTPUT_VALUES}, got {output_value!r}")
-        if type(batch_size) is not int or batch_size < 1:
-            raise InvalidArgumentError(f"batch_size must be a positive integer, got {batch_size!r}")
-        single = isinstance(sentences, str)
-        texts = [sentences] if single else _check_texts(sentences)
-        normalize = self.normalize if normalize_embeddings is None else bool(normalize_embeddings)
+        single, texts, normalize = self._encode_args(sentences, batch_size, normalize_embeddings, output_value)
 
         order = np.argsort([-len(t) for t in texts], kind="stable")
         batches = [order[start:start + batch_size] for start in range(0, len(texts), batch_size)]
@@ -145,6 +139,17 @@ class SentenceEncoder:
         if single:
             return results[0]
         return results
+
+    def _encode_args(self, sentences, batch_size, normalize_embeddings, output_value):
+        """Check encode's arguments (every backend's): returns (single text?, list of texts, normalise?)."""
+        if output_value not in OUTPUT_VALUES:
+            raise InvalidArgumentError(f"output_value must be one of {OUTPUT_VALUES}, got {output_value!r}")
+        if type(batch_size) is not int or batch_size < 1:
+            raise InvalidArgumentError(f"batch_size must be a positive integer, got {batch_size!r}")
+        single = isinstance(sentences, str)
+        texts = [sentences] if single else _check_texts(sentences)
+        normalize = self.normalize if normalize_embeddings is None else bool(normalize_embeddings)
+        return single, texts, normalize
 
     def _encode_batch(self, texts, normalize, output_value):
         features = self.tokenize(texts)

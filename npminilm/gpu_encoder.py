@@ -5,7 +5,7 @@ import os
 import numpy as np
 
 from .bert import check_inputs
-from .encoder import DEFAULT_MODEL, OUTPUT_VALUES, SentenceEncoder, _check_texts
+from .encoder import DEFAULT_MODEL, SentenceEncoder
 from .errors import InvalidArgumentError
 from .progress import track
 from .weights import load_bert_params
@@ -143,13 +143,7 @@ class TritonSentenceEncoder(SentenceEncoder):
         """As SentenceEncoder.encode. Embeddings are float32; with `convert_to_tensor` the sentence embeddings
         come back as one tensor on the device and token embeddings as CPU tensors (kept off the GPU, so memory
         stays bounded by one batch)."""
-        if output_value not in OUTPUT_VALUES:
-            raise InvalidArgumentError(f"output_value must be one of {OUTPUT_VALUES}, got {output_value!r}")
-        if type(batch_size) is not int or batch_size < 1:
-            raise InvalidArgumentError(f"batch_size must be a positive integer, got {batch_size!r}")
-        single = isinstance(sentences, str)
-        texts = [sentences] if single else _check_texts(sentences)
-        normalize = self.normalize if normalize_embeddings is None else bool(normalize_embeddings)
+        single, texts, normalize = self._encode_args(sentences, batch_size, normalize_embeddings, output_value)
         as_tensor = bool(convert_to_tensor)
 
         order = np.argsort([-len(t) for t in texts], kind="stable")
