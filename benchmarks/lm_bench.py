@@ -32,8 +32,9 @@ import lm_torch_reference as ref  # noqa: E402
 
 import npminilm  # noqa: E402
 from npminilm.gpt import GPTConfig, init_params, is_decayed  # noqa: E402
-from npminilm.lm_train import get_batch, loss_and_grads  # noqa: E402
+from npminilm.lm_train import TrainConfig, get_batch, loss_and_grads  # noqa: E402
 from npminilm.optim import AdamW, clip_grad_norm  # noqa: E402
+from npminilm.parallel import worker_pool  # noqa: E402
 
 
 def main(argv=None):
@@ -46,6 +47,8 @@ def main(argv=None):
     ap.add_argument("--dropout", type=float, default=0.2)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--shard-tokens", type=int, default=TrainConfig.shard_tokens,
+                    help="npminilm's tokens per batch shard (0: the whole batch as one)")
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--steps", type=int, default=10, help="steps per round")
     ap.add_argument("--rounds", type=int, default=3)
@@ -66,9 +69,12 @@ def main(argv=None):
     opt = AdamW(params, wd, (0.9, 0.99), decay=is_decayed)
     rng_np = np.random.default_rng(1337)
 
+    shard_tokens = a.shard_tokens or None
+    pool = None  # npminilm's worker pool, open during its rounds
+
     def ours_step():
         x, y = get_batch(data, B, T, rng_np)
-        _, grads = loss_and_grads(params, cfg, x, y, rng_np)
+        _, grads = loss_and_grads(params, cfg, x, y, rng_np, shard_tokens, pool)
         clip_grad_norm(grads, clip)
         opt.step(params, grads, lr)
 
@@ -81,18 +87,27 @@ def main(argv=None):
         x, y = ref.get_batch(data, B, T, rng_t)
         ref.train_step(model, topt, x, y, lr, clip)
 
-    engines = {"npminilm": ours_step, "torch eager": torch_step}
+    # npminilm runs its shards on a.threads workers, each with a one-thread BLAS; torch on a.threads intra-op
+    # threads. Each engine's thread setup is entered once per round, outside the per-step timings.
+    engines = {"npminilm": (ours_step, lambda: worker_pool(a.threads)),
+               "torch eager": (torch_step, lambda: threadpool_limits(limits=a.threads))}
     times = {k: [] for k in engines}
-    with threadpool_limits(limits=a.threads):
-        for fn in engines.values():
-            for _ in range(a.warmup):
+
+    def run(name, steps, record):
+        nonlocal pool
+        fn, threads = engines[name]
+        with threads() as pool:
+            for _ in range(steps):
+                t0 = time.perf_counter()
                 fn()
-        for _ in range(a.rounds):
-            for name, fn in engines.items():
-                for _ in range(a.steps):
-                    t0 = time.perf_counter()
-                    fn()
+                if record:
                     times[name].append(time.perf_counter() - t0)
+
+    for name in engines:
+        run(name, a.warmup, record=False)
+    for _ in range(a.rounds):
+        for name in engines:
+            run(name, a.steps, record=True)
 
     tokens = B * T
     rows = []
@@ -119,7 +134,8 @@ def main(argv=None):
         "",
         f"Machine: {cpu}, {os.cpu_count()} logical CPUs; Python {platform.python_version()}, "
         f"numpy {np.__version__}, torch {torch.__version__}, npminilm {npminilm.__version__}.",
-        f"Threads: {a.threads} (OpenBLAS limited with threadpoolctl; torch.set_num_threads).",
+        f"Threads: {a.threads}. npminilm: batch shards of {shard_tokens or B * T} tokens on {a.threads} worker "
+        f"threads, OpenBLAS pinned to one thread each (threadpoolctl); torch: torch.set_num_threads({a.threads}).",
         f"Model: char vocab {len(chars)}, n_embd {a.n_embd}, {a.n_layer} blocks, {a.n_head} heads, context {T}, "
         f"dropout {a.dropout}; batch {B} ({tokens} tokens/step). Step = forward + cross-entropy + backward + "
         f"grad clip 1.0 + AdamW.",

@@ -36,8 +36,9 @@ def embeddings_forward(params, config, input_ids, token_type_ids):
     return out, (word_cache, pos_cache, typ_cache, ln_cache)
 
 
-def layer_forward(params, config, i, x, mask):
-    """One post-LN block: h = LN(x + Attn(x)); out = LN(h + FFN(h)). (B, T, C) -> (B, T, C)."""
+def layer_forward(params, config, i, x, mask, training=False):
+    """One post-LN block: h = LN(x + Attn(x)); out = LN(h + FFN(h)). (B, T, C) -> (B, T, C).
+    training: the GELU cache holds its derivative, ready for backward, instead of its input."""
     p = f"encoder.layer.{i}."
     eps = config.layer_norm_eps
     q, q_cache = linear_forward(x, params[p + "attention.self.query.weight"], params[p + "attention.self.query.bias"])
@@ -49,7 +50,7 @@ def layer_forward(params, config, i, x, mask):
         o + x, params[p + "attention.output.LayerNorm.weight"], params[p + "attention.output.LayerNorm.bias"], eps
     )
     f, up_cache = linear_forward(h, params[p + "intermediate.dense.weight"], params[p + "intermediate.dense.bias"])  # (B, T, I)
-    g, gelu_cache = gelu_forward(f)
+    g, gelu_cache = gelu_forward(f, save_derivative=training)
     d, down_cache = linear_forward(g, params[p + "output.dense.weight"], params[p + "output.dense.bias"])  # (B, T, C)
     out, ln2_cache = layernorm_forward(
         d + h, params[p + "output.LayerNorm.weight"], params[p + "output.LayerNorm.bias"], eps
@@ -94,7 +95,7 @@ def bert_forward(params, config, input_ids, attention_mask=None, token_type_ids=
     hidden_states = [x] if output_hidden_states else None
     layer_caches = []
     for i in range(config.num_hidden_layers):
-        x, layer_cache = layer_forward(params, config, i, x, attention_mask)
+        x, layer_cache = layer_forward(params, config, i, x, attention_mask, training=keep_cache)
         if output_hidden_states:
             hidden_states.append(x)
         if keep_cache:

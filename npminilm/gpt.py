@@ -148,7 +148,7 @@ def gpt_forward(params, idx, config: GPTConfig, rng=None):
         x = x + y
         m, c["ln_2"] = layernorm_forward(x, w["ln_2.weight"], w["ln_2.bias"], eps)
         h, c["c_fc"] = linear_forward(m, w["mlp.c_fc.weight"], w["mlp.c_fc.bias"])  # (B, T, C) -> (B, T, I)
-        h, c["gelu"] = gelu_forward(h)
+        h, c["gelu"] = gelu_forward(h, save_derivative=True)
         h, c["mlp_proj"] = linear_forward(h, w["mlp.c_proj.weight"], w["mlp.c_proj.bias"])  # -> (B, T, C)
         h, c["resid_drop_2"] = dropout_forward(h, p, rng)
         x = x + h

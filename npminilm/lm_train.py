@@ -19,6 +19,7 @@ from .gpt import GPTConfig, gpt_backward, gpt_forward, init_params, is_decayed
 from .losses import cross_entropy_backward, cross_entropy_forward
 from .lm_checkpoint import load_checkpoint, save_checkpoint
 from .optim import AdamW, clip_grad_norm, lr_at
+from .parallel import worker_pool
 
 
 class DataError(NpMiniLMError, ValueError):
@@ -41,6 +42,7 @@ class TrainConfig:
     log_interval: int = 10
     seed: int = 1337
     val_fraction: float = 0.1
+    shard_tokens: int | None = 512  # tokens per shard of a batch (see loss_and_grads); None: one shard
 
     def to_dict(self):
         return asdict(self)
@@ -80,28 +82,60 @@ def get_batch(data, batch_size, block_size, rng):
     return rows[:, :-1], rows[:, 1:]
 
 
-def loss_and_grads(params, config, x, y, rng=None):
-    logits, cache = gpt_forward(params, x, config, rng)
-    loss, ce_cache = cross_entropy_forward(logits, y)
-    (dlogits,) = cross_entropy_backward(np.asarray(1.0, logits.dtype), ce_cache)
-    return float(loss), gpt_backward(dlogits, cache)
+def loss_and_grads(params, config, x, y, rng=None, shard_tokens=None, pool=None):
+    """Mean cross-entropy of the batch and the gradient of every parameter.
+
+    The batch splits into shards of whole rows, about shard_tokens tokens each (None: one shard). Each shard runs
+    forward and backward on its own, with its dlogits scaled by its share of the tokens, so the shards' gradients
+    add up to the whole batch's. Small shards keep a layer's activations in cache, and a thread pool (`pool`, from
+    `parallel.worker_pool`) runs shards side by side: numpy's elementwise work is single-threaded, so this is what
+    keeps a second core busy. Dropout: a lone shard draws from rng itself; several draw from generators seeded
+    from rng in shard order, so the numbers depend on the batch and shard_tokens, never on the thread count.
+    """
+    B, T = x.shape
+    rows = B if shard_tokens is None else max(1, min(B, shard_tokens // T))
+    starts = list(range(0, B, rows))
+    if len(starts) == 1:
+        rngs = [rng]
+    else:
+        rngs = [None] * len(starts) if rng is None else [np.random.default_rng(s) for s in
+                                                          rng.integers(0, 2**63, size=len(starts))]
+
+    def shard(i):
+        xs, ys = x[starts[i]:starts[i] + rows], y[starts[i]:starts[i] + rows]
+        share = xs.size / x.size
+        logits, cache = gpt_forward(params, xs, config, rngs[i])
+        loss, ce_cache = cross_entropy_forward(logits, ys)
+        (dlogits,) = cross_entropy_backward(np.asarray(share, logits.dtype), ce_cache)
+        return share * float(loss), gpt_backward(dlogits, cache)
+
+    results = list(map(shard, range(len(starts))) if pool is None else pool.map(shard, range(len(starts))))
+    loss, grads = results[0]
+    for shard_loss, shard_grads in results[1:]:  # in shard order: the same sums whatever the threads
+        loss += shard_loss
+        for k, g in shard_grads.items():
+            grads[k] += g
+    return loss, grads
 
 
-def estimate_loss(params, config, data, tc: TrainConfig):
+def estimate_loss(params, config, data, tc: TrainConfig, pool=None):
     """Mean loss over eval_iters batches drawn by a fresh rng: the same batches at every evaluation."""
     rng = np.random.default_rng([tc.seed, 1])
-    total = 0.0
-    for _ in range(tc.eval_iters):
-        x, y = get_batch(data, tc.batch_size, config.block_size, rng)
-        logits, _ = gpt_forward(params, x, config)
-        total += float(cross_entropy_forward(logits, y)[0])
-    return total / tc.eval_iters
+    batches = [get_batch(data, tc.batch_size, config.block_size, rng) for _ in range(tc.eval_iters)]
+
+    def batch_loss(xy):
+        logits, _ = gpt_forward(params, xy[0], config)
+        return float(cross_entropy_forward(logits, xy[1])[0])
+
+    return sum(map(batch_loss, batches) if pool is None else pool.map(batch_loss, batches)) / tc.eval_iters
 
 
 def train(ids, model_config: GPTConfig, tc: TrainConfig, tokenizer, out_dir=None, resume=False, stop_at=None,
-          log=print):
+          log=print, workers=None):
     """Train on the token ids; checkpoint to out_dir after each evaluation and at the end.
 
+    workers: threads that run a batch's shards side by side (None: one per core, or NPMINILM_NUM_THREADS). The
+    numbers a run produces do not depend on it.
     resume: continue from the checkpoint in out_dir (its weights, AdamW moments, rng state and step).
     stop_at: stop after this step (as an interruption would), leaving a checkpoint there.
     Returns {"params", "history" (evaluations), "losses" (training loss per step)}.
@@ -125,9 +159,9 @@ def train(ids, model_config: GPTConfig, tc: TrainConfig, tokenizer, out_dir=None
             state = {"step": step, "rng": rng.bit_generator.state, "history": history}
             save_checkpoint(out_dir, params, model_config, tokenizer, tc.to_dict(), opt, state)
 
-    def evaluate(step):
-        train_loss = estimate_loss(params, model_config, train_data, tc)
-        val_loss = estimate_loss(params, model_config, val_data, tc) if val_data.size else float("nan")
+    def evaluate(step, pool):
+        train_loss = estimate_loss(params, model_config, train_data, tc, pool)
+        val_loss = estimate_loss(params, model_config, val_data, tc, pool) if val_data.size else float("nan")
         history.append({"step": step, "train_loss": train_loss, "val_loss": val_loss})
         checkpoint(step)
         log(f"step {step:>5} | eval train {train_loss:.4f} | val {val_loss:.4f}"
@@ -135,22 +169,23 @@ def train(ids, model_config: GPTConfig, tc: TrainConfig, tokenizer, out_dir=None
 
     tokens_per_step = tc.batch_size * model_config.block_size
     losses, step = [], start
-    t0, since = time.perf_counter(), 0
-    for step in range(start, end):
-        if step % tc.eval_interval == 0 and not (resume and step == start):
-            evaluate(step)
-            t0, since = time.perf_counter(), 0
-        lr = lr_at(step, tc.lr, tc.warmup, tc.iters, tc.final_lr)
-        x, y = get_batch(train_data, tc.batch_size, model_config.block_size, rng)
-        loss, grads = loss_and_grads(params, model_config, x, y, rng)
-        clip_grad_norm(grads, tc.grad_clip)
-        opt.step(params, grads, lr)
-        losses.append(loss)
-        since += 1
-        if (step + 1) % tc.log_interval == 0 or step + 1 == end:
-            rate = since * tokens_per_step / max(time.perf_counter() - t0, 1e-9)
-            log(f"step {step + 1:>5}/{tc.iters} | loss {loss:.4f} | lr {lr:.2e} | {rate:,.0f} tok/s")
-            t0, since = time.perf_counter(), 0
-    if end > start or not history or history[-1]["step"] != end:
-        evaluate(end)
+    with worker_pool(workers) as pool:
+        t0, since = time.perf_counter(), 0
+        for step in range(start, end):
+            if step % tc.eval_interval == 0 and not (resume and step == start):
+                evaluate(step, pool)
+                t0, since = time.perf_counter(), 0
+            lr = lr_at(step, tc.lr, tc.warmup, tc.iters, tc.final_lr)
+            x, y = get_batch(train_data, tc.batch_size, model_config.block_size, rng)
+            loss, grads = loss_and_grads(params, model_config, x, y, rng, tc.shard_tokens, pool)
+            clip_grad_norm(grads, tc.grad_clip)
+            opt.step(params, grads, lr)
+            losses.append(loss)
+            since += 1
+            if (step + 1) % tc.log_interval == 0 or step + 1 == end:
+                rate = since * tokens_per_step / max(time.perf_counter() - t0, 1e-9)
+                log(f"step {step + 1:>5}/{tc.iters} | loss {loss:.4f} | lr {lr:.2e} | {rate:,.0f} tok/s")
+                t0, since = time.perf_counter(), 0
+        if end > start or not history or history[-1]["step"] != end:
+            evaluate(end, pool)
     return {"params": params, "history": history, "losses": losses, "config": model_config}

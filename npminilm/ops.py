@@ -41,11 +41,18 @@ def embedding_forward(ids, weight):
     return weight[ids], (ids, weight.shape)
 
 
-# out[..., :] = W[ids[...], :]   =>   dW[v] = sum of dout over every position whose id is v (scatter-add)
+# out[..., :] = W[ids[...], :]   =>   dW[v] = sum of dout over every position whose id is v (scatter-add).
+# The rows are sorted by id and each run of equal ids summed in one reduceat (np.add.at is several times slower).
 def embedding_backward(dout, cache):
     ids, weight_shape = cache
     dweight = np.zeros(weight_shape, dtype=dout.dtype)
-    np.add.at(dweight, ids.reshape(-1), dout.reshape(-1, weight_shape[1]))
+    flat_ids = np.asarray(ids).reshape(-1)
+    if flat_ids.size:
+        order = np.argsort(flat_ids, kind="stable")
+        sorted_ids = flat_ids[order]
+        starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
+        rows = dout.reshape(-1, weight_shape[1])[order]  # (N, C), grouped by id
+        dweight[sorted_ids[starts]] = np.add.reduceat(rows, starts, axis=0)
     return (dweight,)
 
 
@@ -53,22 +60,24 @@ def embedding_backward(dout, cache):
 
 
 def layernorm_forward(x, weight, bias, eps):
-    """LayerNorm over the last axis; keeps mean and rstd (not the normalised tensor) for backward."""
-    mean = x.mean(axis=-1, keepdims=True)  # (..., 1)
-    xc = x - mean
-    var = np.mean(xc * xc, axis=-1, keepdims=True)
+    """LayerNorm over the last axis; keeps the normalised input xhat and rstd for backward."""
+    xhat = x - x.mean(axis=-1, keepdims=True)  # (..., C)
+    var = np.mean(np.square(xhat), axis=-1, keepdims=True)  # (..., 1)
     rstd = 1.0 / np.sqrt(var + eps)
-    out = xc * rstd * weight + bias
-    return out, (x, mean, rstd, weight)
+    xhat *= rstd
+    out = xhat * weight
+    out += bias
+    return out, (xhat, rstd, weight)
 
 
 # xhat = (x - mean) * rstd,  y = xhat * w + b.  With g = dy * w (per row of length C):
 #   dx = rstd * (g - mean(g) - xhat * mean(g * xhat)),  dw = sum dy * xhat,  db = sum dy
 def layernorm_backward(dout, cache):
-    x, mean, rstd, weight = cache
-    xhat = (x - mean) * rstd
+    xhat, rstd, weight = cache
     g = dout * weight
-    dx = rstd * (g - g.mean(axis=-1, keepdims=True) - xhat * np.mean(g * xhat, axis=-1, keepdims=True))
+    dx = g - g.mean(axis=-1, keepdims=True)
+    dx -= xhat * np.mean(g * xhat, axis=-1, keepdims=True)
+    dx *= rstd
     axes = tuple(range(dout.ndim - 1))
     return dx, (dout * xhat).sum(axis=axes), dout.sum(axis=axes)
 
@@ -82,7 +91,7 @@ _erf_float64 = np.frompyfunc(math.erf, 1, 1)
 
 _ERF_P = 0.3275911
 _ERF_A = (1.061405429, -1.453152027, 1.421413741, -0.284496736, 0.254829592)  # a5 .. a1, for Horner
-_BLOCK = 65536  # float32 elements per pass: the block and its two scratch rows (256 KiB each) stay in L2
+_BLOCK = 65536  # float32 elements per pass: the block and its scratch rows (256 KiB each) stay in L2
 
 
 def erf(x):
@@ -90,23 +99,24 @@ def erf(x):
     and float64 (libm's erf, exact). numpy has no erf of its own."""
     if x.dtype == np.float64:
         return _erf_float64(x).astype(np.float64)
-    x = np.ascontiguousarray(x)
-    out = np.empty(x.shape, x.dtype)
-    for xs, o, scratch in _blocks(x, out):
-        _erf_block(xs, o, *scratch)
-    return out
+    x1 = np.ascontiguousarray(x).reshape(-1)
+    out = np.empty(x1.shape, x.dtype)
+    a, t = _scratch(x1, 2)
+    for s in _block_slices(x1.size):
+        n = s.stop - s.start
+        _erf_block(x1[s], out[s], a[:n], t[:n])
+    return out.reshape(x.shape)
 
 
-def _blocks(x, out, n_scratch=2):
-    """(x block, out block, scratch rows) over the flattened arrays, in cache-sized pieces: a dozen passes over
-    a block that stays in L2 cost a fraction of a dozen passes over a tensor that streams from memory."""
-    flat, flat_out = x.reshape(-1), out.reshape(-1)
-    n = flat.size
+def _block_slices(n):
+    """Cache-sized pieces of a flat array: a dozen passes over a block that stays in L2 cost a fraction of a
+    dozen passes over a tensor that streams from memory."""
     size = max(1, min(_BLOCK, n))
-    scratch = [np.empty(size, x.dtype) for _ in range(n_scratch)]
-    for start in range(0, n, size):
-        m = min(size, n - start)
-        yield flat[start:start + m], flat_out[start:start + m], [s[:m] for s in scratch]
+    return [slice(start, min(start + size, n)) for start in range(0, n, size)]
+
+
+def _scratch(x, count):
+    return [np.empty(max(1, min(_BLOCK, x.size)), x.dtype) for _ in range(count)]
 
 
 def _erf_block(x, out, a, t):
@@ -129,27 +139,48 @@ def _erf_block(x, out, a, t):
     np.copysign(out, x, out=out)
 
 
-def gelu_forward(x):
-    """Exact GELU, x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2)) (HF's "gelu", not the tanh "gelu_new")."""
+def gelu_forward(x, save_derivative=False):
+    """Exact GELU, x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2)) (HF's "gelu", not the tanh "gelu_new").
+
+    save_derivative (training): the cache holds gelu'(x) itself, computed in the same pass from the erf and
+    exp(-x^2 / 2) the forward already has, so backward is one multiply instead of a second erf. Otherwise the
+    cache holds x and backward recomputes (inference keeps no extra tensor).
+    """
     if x.dtype == np.float64:
-        return 0.5 * x * (1.0 + erf(x * _SQRT1_2)), (x,)
+        cdf = 0.5 * (1.0 + erf(x * _SQRT1_2))
+        derivative = cdf + x * np.exp(-0.5 * x * x) * _INV_SQRT_2PI if save_derivative else None
+        return x * cdf, (None if save_derivative else x, derivative)
     dt = x.dtype.type
-    out = np.empty(x.shape, x.dtype)
-    for xs, o, (z, a, t) in _blocks(np.ascontiguousarray(x), out, n_scratch=3):
-        np.multiply(xs, dt(_SQRT1_2), out=z)
-        _erf_block(z, o, a, t)
+    x1 = np.ascontiguousarray(x).reshape(-1)
+    out = np.empty(x1.shape, x.dtype)
+    derivative = np.empty(x1.shape, x.dtype) if save_derivative else None
+    z, a, t = _scratch(x1, 3)
+    for s in _block_slices(x1.size):
+        n = s.stop - s.start
+        xs, o = x1[s], out[s]
+        np.multiply(xs, dt(_SQRT1_2), out=z[:n])
+        _erf_block(z[:n], o, a[:n], t[:n])  # o = erf(x / sqrt 2), a = exp(-x^2 / 2)
         o += dt(1.0)
+        o *= dt(0.5)  # o = Phi(x)
+        if save_derivative:
+            d = derivative[s]
+            np.multiply(a[:n], xs, out=d)
+            d *= dt(_INV_SQRT_2PI)
+            d += o  # Phi(x) + x phi(x)
         o *= xs
-        o *= dt(0.5)
-    return out, (x,)
+    out = out.reshape(x.shape)
+    if save_derivative:
+        return out, (None, derivative.reshape(x.shape))
+    return out, (x, None)
 
 
 # d/dx [x Phi(x)] = Phi(x) + x phi(x),   phi(x) = exp(-x^2 / 2) / sqrt(2 pi)
 def gelu_backward(dout, cache):
-    (x,) = cache
-    cdf = 0.5 * (1.0 + erf(x * _SQRT1_2))
-    pdf = np.exp(-0.5 * x * x) * _INV_SQRT_2PI
-    return (dout * (cdf + x * pdf),)
+    x, derivative = cache
+    if derivative is None:
+        cdf = 0.5 * (1.0 + erf(x * _SQRT1_2))
+        derivative = cdf + x * (np.exp(-0.5 * x * x) * _INV_SQRT_2PI)
+    return (dout * derivative,)
 
 
 # ---------------------------------------------------------------------------------------------- softmax
@@ -166,7 +197,10 @@ def softmax_forward(x, axis=-1, out=None):
 # y = softmax(x)   =>   dx = y * (dy - sum(dy * y))
 def softmax_backward(dout, cache):
     out, axis = cache
-    return (out * (dout - np.sum(dout * out, axis=axis, keepdims=True)),)
+    dx = dout * out
+    np.subtract(dout, dx.sum(axis=axis, keepdims=True), out=dx)
+    dx *= out
+    return (dx,)
 
 
 # -------------------------------------------------------------------------------------------- attention
@@ -218,8 +252,8 @@ def attention_backward(dout, cache):
     dprobs = dyh @ vh.transpose(0, 1, 3, 2)
     (dscores,) = softmax_backward(dprobs, (probs, -1))
     if allowed is not None:
-        dscores = np.where(allowed, dscores, 0.0)
-    dscores = dscores * scale
+        np.copyto(dscores, 0.0, where=~allowed)
+    dscores *= np.asarray(scale, dscores.dtype)
     dqh = dscores @ kh
     dkh = dscores.transpose(0, 1, 3, 2) @ qh
 

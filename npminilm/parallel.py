@@ -8,6 +8,7 @@ the GIL while they compute, so plain threads suffice. Without threadpoolctl the 
 
 import os
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 
 def default_workers():
@@ -30,14 +31,24 @@ def _single_threaded_blas():
     return threadpool_limits(limits=1, user_api="blas")
 
 
+@contextmanager
+def worker_pool(workers=None):
+    """A thread pool with BLAS limited to one thread (process-wide) while it is open; None when one worker is
+    asked for or threadpoolctl is missing (the work then runs in the calling thread). Holding one pool across
+    many small calls saves threadpoolctl's library scan on each."""
+    workers = default_workers() if workers is None else workers
+    limits = _single_threaded_blas() if workers > 1 else None
+    if limits is None:
+        yield None
+        return
+    with limits, ThreadPoolExecutor(workers, thread_name_prefix="npminilm") as pool:
+        yield pool
+
+
 def map_batches(fn, batches, workers=None):
     """Yield fn(batch) for each batch, in order. With more than one batch and worker, the batches run on worker
     threads while BLAS is limited to one thread (process-wide, for the duration)."""
     batches = list(batches)
     workers = min(default_workers() if workers is None else workers, len(batches))
-    limits = _single_threaded_blas() if workers > 1 else None
-    if limits is None:
-        yield from map(fn, batches)
-        return
-    with limits, ThreadPoolExecutor(workers, thread_name_prefix="npminilm") as pool:
-        yield from pool.map(fn, batches)
+    with worker_pool(workers) as pool:
+        yield from map(fn, batches) if pool is None else pool.map(fn, batches)

@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 
-from npminilm.ops import erf, gelu_forward
+from npminilm.ops import erf, gelu_backward, gelu_forward
 
 
 def exact_gelu(x):
@@ -18,6 +18,24 @@ def test_gelu_float32_error_below_1e6():
     assert ours.dtype == np.float32
     err = np.abs(ours.astype(np.float64) - exact_gelu(x))
     assert err.max() <= 1e-6, f"max GELU error {err.max():.3g} at x={x[err.argmax()]}"
+
+
+def test_gelu_float32_saved_derivative():
+    """Training keeps gelu'(x) from the forward pass; both caches give the same output and (within float32
+    rounding) the same gradient as the exact derivative, over several cache blocks and a ragged last one."""
+    rng = np.random.default_rng()
+    x = (rng.standard_normal((3, 70_001)) * 4).astype(np.float32)
+    dout = rng.standard_normal(x.shape).astype(np.float32)
+    out_train, cache_train = gelu_forward(x, save_derivative=True)
+    out_infer, cache_infer = gelu_forward(x)
+    np.testing.assert_array_equal(out_train, out_infer)
+    x64 = x.astype(np.float64)
+    exact = np.array([0.5 * (1.0 + math.erf(v / math.sqrt(2.0))) for v in x64.ravel()]).reshape(x.shape)
+    exact += x64 * np.exp(-0.5 * x64 * x64) / math.sqrt(2.0 * math.pi)
+    for cache in (cache_train, cache_infer):
+        (dx,) = gelu_backward(dout, cache)
+        assert dx.dtype == np.float32 and dx.shape == x.shape
+        assert np.abs(dx - dout * exact).max() <= 2e-6 * np.abs(dout).max()
 
 
 def test_erf_float64_is_libm_erf():

@@ -6,10 +6,11 @@ import json
 import numpy as np
 import pytest
 
-from npminilm.gpt import GPTConfig
+from npminilm.gpt import GPTConfig, init_params
 from npminilm.lm_checkpoint import load_checkpoint
 from npminilm.lm_tokenizers import ByteBPETokenizer, CharTokenizer
-from npminilm.lm_train import DataError, TrainConfig, get_batch, split_data, train
+from npminilm.lm_train import DataError, TrainConfig, get_batch, loss_and_grads, split_data, train
+from npminilm.parallel import worker_pool
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +47,32 @@ def test_seed_reproduces_a_run(shakespeare):
     c = train(ids, config, TrainConfig(**{**tc.to_dict(), "seed": 4}), tok, log=lambda s: None)
     assert a["losses"] == b["losses"] and a["losses"] != c["losses"]
     assert all(np.array_equal(a["params"][k], b["params"][k]) for k in a["params"])
+
+
+def test_threads_do_not_change_a_run(shakespeare):
+    """Shards of a batch run on worker threads; the numbers depend on the shard size, never on the threads."""
+    tok, config, tc = small_run(shakespeare, iters=6, eval_interval=3, shard_tokens=100)  # 4 shards of 3 rows of 32
+    ids = np.array(tok.encode(shakespeare))
+    one = train(ids, config, tc, tok, log=lambda s: None, workers=1)
+    two = train(ids, config, tc, tok, log=lambda s: None, workers=2)
+    assert one["losses"] == two["losses"] and one["history"] == two["history"]
+    assert all(np.array_equal(one["params"][k], two["params"][k]) for k in one["params"])
+
+
+@pytest.mark.parametrize("shard_tokens", [1, 40, 64, 95, 1000])
+def test_shards_add_up_to_the_whole_batch(shard_tokens):
+    """Without dropout, sharding a batch (uneven shards included) is only a regrouping of the same sums."""
+    rng = np.random.default_rng()
+    config = GPTConfig(vocab_size=23, block_size=16, n_embd=12, n_layer=2, n_head=3, dropout=0.0)
+    params = init_params(config, seed=int(rng.integers(1 << 30)), dtype=np.float64)
+    params = {k: v + 0.1 * rng.standard_normal(v.shape) for k, v in params.items()}  # off the symmetric start
+    x, y = rng.integers(0, 23, size=(2, 7, 16))
+    loss, grads = loss_and_grads(params, config, x, y)
+    with worker_pool(2) as pool:
+        sharded_loss, sharded = loss_and_grads(params, config, x, y, shard_tokens=shard_tokens, pool=pool)
+    assert sharded_loss == pytest.approx(loss, rel=1e-13)
+    for k, g in grads.items():
+        np.testing.assert_allclose(sharded[k], g, rtol=1e-11, atol=1e-14 * np.abs(g).max(), err_msg=k)
 
 
 def test_resume_continues_exactly(shakespeare, tmp_path):

@@ -6,6 +6,7 @@ CosineSimilarityLoss).
 """
 
 import math
+from functools import partial
 
 import numpy as np
 import pytest
@@ -56,7 +57,8 @@ def case_layernorm(data, rng):
 def case_gelu(data, rng):
     x = rng.standard_normal(data.draw(st.lists(SIZES, min_size=1, max_size=3))) * 3.0
     x.reshape(-1)[0] = rng.uniform(-2.0, 2.0)  # an O(1) gradient: the far tails are compared against it
-    return ops.gelu_forward, ops.gelu_backward, lambda t: F.gelu(t, approximate="none"), {"x": x}
+    forward = partial(ops.gelu_forward, save_derivative=data.draw(st.booleans()))
+    return forward, ops.gelu_backward, lambda t: F.gelu(t, approximate="none"), {"x": x}
 
 
 def case_softmax(data, rng):
