@@ -6,15 +6,10 @@ import torch
 import triton
 import triton.language as tl
 
+from .dot import cast_to, dot_acc
+
 LOG2E = 1.4426950408889634
 FLOAT32_LOWEST = -3.4028234663852886e38  # what npminilm.ops.attention_forward writes into disallowed scores
-
-
-@triton.jit
-def _dot(a, b, DOT_PRECISION: tl.constexpr, DOT_F32: tl.constexpr):
-    if DOT_F32:  # Triton's CPU interpreter multiplies bfloat16 operands as raw uint16: widen them first
-        return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
-    return tl.dot(a, b, input_precision=DOT_PRECISION)
 
 
 # For one sequence of length T, one head, queries i and keys j (hs = head size, s = 1/sqrt(hs)):
@@ -35,7 +30,7 @@ def _attention_fwd_kernel(
     T, NH, HS, qk_scale,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     VARLEN: tl.constexpr, HAS_MASK: tl.constexpr, CAUSAL: tl.constexpr, STORE_LSE: tl.constexpr,
-    DOT_PRECISION: tl.constexpr, DOT_F32: tl.constexpr,
+    DOT_PRECISION: tl.constexpr, CPU_BF16: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -73,7 +68,8 @@ def _attention_fwd_kernel(
             in_seq = cols < seqlen
             k = tl.load(K + k_base + cols[None, :] * stride_kt + h * HS + offs_d[:, None],
                         mask=in_seq[None, :] & d_ok[:, None], other=0.0)  # (BLOCK_D, BLOCK_N)
-            s = _dot(q, k, DOT_PRECISION, DOT_F32) * qk_scale  # (BLOCK_M, BLOCK_N), base 2
+            s = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+            s = dot_acc(q, k, s, DOT_PRECISION, CPU_BF16) * qk_scale  # (BLOCK_M, BLOCK_N), base 2
             if HAS_MASK:
                 key_ok = tl.load(KEY_MASK + b * stride_mb + cols, mask=in_seq, other=0)
                 s = tl.where(key_ok[None, :] != 0, s, FLOAT32_LOWEST)
@@ -86,12 +82,12 @@ def _attention_fwd_kernel(
             l_i = l_i * alpha + tl.sum(p, 1)
             v = tl.load(V + v_base + cols[:, None] * stride_vt + h * HS + offs_d[None, :],
                         mask=in_seq[:, None] & d_ok[None, :], other=0.0)  # (BLOCK_N, BLOCK_D)
-            acc = acc * alpha[:, None] + _dot(p.to(v.dtype), v, DOT_PRECISION, DOT_F32)
+            acc = dot_acc(cast_to(p, v.dtype, CPU_BF16), v, acc * alpha[:, None], DOT_PRECISION, CPU_BF16)
             m_i = m_new
         acc = acc / l_i[:, None]
         row_ok = offs_m < seqlen
         tl.store(O + o_base + offs_m[:, None] * stride_ot + h * HS + offs_d[None, :],
-                 acc.to(O.dtype.element_ty), mask=row_ok[:, None] & d_ok[None, :])
+                 cast_to(acc, O.dtype.element_ty, CPU_BF16), mask=row_ok[:, None] & d_ok[None, :])
         if STORE_LSE:  # natural-log log-sum-exp per (token, head): what a backward pass needs besides o
             lse = (m_i + tl.log2(l_i)) / 1.4426950408889634
             if VARLEN:
@@ -106,7 +102,7 @@ def _dot_precision(dtype):
     return "ieee" if dtype == torch.float32 else "tf32"
 
 
-def _dot_needs_f32(x):
+def _cpu_bf16(x):
     return x.dtype == torch.bfloat16 and x.device.type == "cpu"  # CPU tensors mean the interpreter
 
 
@@ -172,6 +168,6 @@ def attention(q, k, v, n_head, cu_seqlens=None, max_seqlen=None, key_padding_mas
         T, n_head, hs, LOG2E / math.sqrt(hs),
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=max(16, triton.next_power_of_2(hs)),
         VARLEN=varlen, HAS_MASK=mask is not None, CAUSAL=bool(causal), STORE_LSE=return_lse,
-        DOT_PRECISION=_dot_precision(q.dtype), DOT_F32=_dot_needs_f32(q),
+        DOT_PRECISION=_dot_precision(q.dtype), CPU_BF16=_cpu_bf16(q),
     )
     return (o, lse) if return_lse else o

@@ -4,6 +4,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .dot import cast_to
+
 
 # For token r with word id w_r, position p_r and type t_r (tables Wd (V, C), P (maxpos, C), Ty (types, C)):
 #   e_r = Wd[w_r] + P[p_r] + Ty[t_r]                         (fp32)
@@ -13,7 +15,7 @@ import triton.language as tl
 @triton.jit
 def _embeddings_layernorm_kernel(
     IDS, POS, TYPES, WORD, POSITION, TYPE, LN_W, LN_B, Y, M, C, eps,
-    BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, CPU_BF16: tl.constexpr,
 ):
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_c = tl.arange(0, BLOCK_C)
@@ -32,7 +34,7 @@ def _embeddings_layernorm_kernel(
     g = tl.load(LN_W + offs_c, mask=c_ok, other=0.0).to(tl.float32)
     beta = tl.load(LN_B + offs_c, mask=c_ok, other=0.0).to(tl.float32)
     out = ec * rstd[:, None] * g[None, :] + beta[None, :]
-    tl.store(Y + offs_m[:, None] * C + offs_c[None, :], out.to(Y.dtype.element_ty), mask=ok)
+    tl.store(Y + offs_m[:, None] * C + offs_c[None, :], cast_to(out, Y.dtype.element_ty, CPU_BF16), mask=ok)
 
 
 def embeddings_layernorm(input_ids, position_ids, token_type_ids, word, position, token_type, ln_weight, ln_bias,
@@ -59,5 +61,6 @@ def embeddings_layernorm(input_ids, position_ids, token_type_ids, word, position
         _embeddings_layernorm_kernel[(triton.cdiv(M, block_m),)](
             input_ids.reshape(-1), position_ids.reshape(-1), token_type_ids.reshape(-1), word, position, token_type,
             ln_weight, ln_bias, out, M, C, float(eps), BLOCK_M=block_m, BLOCK_C=triton.next_power_of_2(C),
+            CPU_BF16=word.dtype == torch.bfloat16 and word.device.type == "cpu",
         )
     return out

@@ -4,7 +4,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .dot import dot_acc
+from .dot import cast_to, dot_acc
 
 
 # x (M, K), W (N, K) stored [out, in] as in HF checkpoints, b (N,):
@@ -17,7 +17,7 @@ def _linear_gelu_kernel(
     X, W, BIAS, Y, M, N, K,
     stride_xm, stride_wn, stride_ym,
     APPLY_GELU: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-    GROUP_M: tl.constexpr, DOT_PRECISION: tl.constexpr, DOT_F32: tl.constexpr,
+    GROUP_M: tl.constexpr, DOT_PRECISION: tl.constexpr, CPU_BF16: tl.constexpr,
 ):
     pid = tl.program_id(0)
     n_m = tl.cdiv(M, BLOCK_M)
@@ -40,11 +40,11 @@ def _linear_gelu_kernel(
                     mask=m_ok[:, None] & k_ok[None, :], other=0.0)  # (BLOCK_M, BLOCK_K)
         w = tl.load(W + offs_n[None, :] * stride_wn + (k0 + offs_k)[:, None],
                     mask=n_ok[None, :] & k_ok[:, None], other=0.0)  # (BLOCK_K, BLOCK_N) tile of W^T
-        acc = dot_acc(x, w, acc, DOT_PRECISION, DOT_F32)
+        acc = dot_acc(x, w, acc, DOT_PRECISION, CPU_BF16)
     acc += tl.load(BIAS + offs_n, mask=n_ok, other=0.0).to(tl.float32)[None, :]
     if APPLY_GELU:
         acc = 0.5 * acc * (1.0 + tl.math.erf(acc * 0.7071067811865476))
-    tl.store(Y + offs_m[:, None] * stride_ym + offs_n[None, :], acc.to(Y.dtype.element_ty),
+    tl.store(Y + offs_m[:, None] * stride_ym + offs_n[None, :], cast_to(acc, Y.dtype.element_ty, CPU_BF16),
              mask=m_ok[:, None] & n_ok[None, :])
 
 
@@ -81,6 +81,6 @@ def linear_gelu(x, weight, bias, gelu=True, out=None):
         x, weight, bias, out, M, N, K, x.stride(0), weight.stride(0), out.stride(0),
         APPLY_GELU=bool(gelu), BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=group,
         DOT_PRECISION="ieee" if x.dtype == torch.float32 else "tf32",
-        DOT_F32=x.dtype == torch.bfloat16 and x.device.type == "cpu",
+        CPU_BF16=x.dtype == torch.bfloat16 and x.device.type == "cpu",
     )
     return out

@@ -4,7 +4,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .dot import dot_acc
+from .dot import cast_to, dot_acc
 
 
 # x (M, K), W (N, K) stored [out, in], b (N,), residual r (M, N), LayerNorm weight g and bias beta (N,):
@@ -19,7 +19,7 @@ def _linear_residual_layernorm_kernel(
     X, W, BIAS, RES, LN_W, LN_B, Y, MEAN, RSTD, M, N, K, eps,
     stride_xm, stride_wn, stride_rm, stride_ym,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, STORE_STATS: tl.constexpr,
-    DOT_PRECISION: tl.constexpr, DOT_F32: tl.constexpr,
+    DOT_PRECISION: tl.constexpr, CPU_BF16: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -34,7 +34,7 @@ def _linear_residual_layernorm_kernel(
                     mask=m_ok[:, None] & k_ok[None, :], other=0.0)  # (BLOCK_M, BLOCK_K)
         w = tl.load(W + offs_n[None, :] * stride_wn + (k0 + offs_k)[:, None],
                     mask=n_ok[None, :] & k_ok[:, None], other=0.0)  # (BLOCK_K, BLOCK_N) tile of W^T
-        acc = dot_acc(x, w, acc, DOT_PRECISION, DOT_F32)
+        acc = dot_acc(x, w, acc, DOT_PRECISION, CPU_BF16)
     tile_ok = m_ok[:, None] & n_ok[None, :]
     acc += tl.load(BIAS + offs_n, mask=n_ok, other=0.0).to(tl.float32)[None, :]
     acc += tl.load(RES + offs_m[:, None] * stride_rm + offs_n[None, :], mask=tile_ok, other=0.0).to(tl.float32)
@@ -44,7 +44,8 @@ def _linear_residual_layernorm_kernel(
     g = tl.load(LN_W + offs_n, mask=n_ok, other=0.0).to(tl.float32)
     beta = tl.load(LN_B + offs_n, mask=n_ok, other=0.0).to(tl.float32)
     out = zc * rstd[:, None] * g[None, :] + beta[None, :]
-    tl.store(Y + offs_m[:, None] * stride_ym + offs_n[None, :], out.to(Y.dtype.element_ty), mask=tile_ok)
+    tl.store(Y + offs_m[:, None] * stride_ym + offs_n[None, :], cast_to(out, Y.dtype.element_ty, CPU_BF16),
+             mask=tile_ok)
     if STORE_STATS:
         tl.store(MEAN + offs_m, mean, mask=m_ok)
         tl.store(RSTD + offs_m, rstd, mask=m_ok)
@@ -88,7 +89,7 @@ def linear_residual_layernorm(x, weight, bias, residual, ln_weight, ln_bias, eps
             x.stride(0), weight.stride(0), residual.stride(0), out.stride(0),
             BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, STORE_STATS=return_stats,
             DOT_PRECISION="ieee" if x.dtype == torch.float32 else "tf32",
-            DOT_F32=x.dtype == torch.bfloat16 and x.device.type == "cpu",
+            CPU_BF16=x.dtype == torch.bfloat16 and x.device.type == "cpu",
             num_warps=8 if x.device.type != "cpu" else 4,
         )
     return (out, mean, rstd) if return_stats else out

@@ -52,11 +52,12 @@ def test_padded_forward_matches_numpy(gpu32, encoder):
     assert_close(ours, ref, 2e-4, 1e-4, name="last_hidden_state")
 
 
-@pytest.mark.parametrize("dtype, min_cos", [("float16", 0.9995), ("bfloat16", 0.999)])
-def test_half_precision_cosine(model_dir, reference, dtype, min_cos):
+@pytest.mark.parametrize("dtype, min_cos", [("float32", 0.999999), ("float16", 0.9999), ("bfloat16", 0.9999)])
+def test_cosine_to_numpy_engine(model_dir, reference, dtype, min_cos):
+    """The embedding cosine targets; the empty string (CLS, SEP) and "Hi" average the fewest tokens."""
     torch_dtype(dtype)  # skips bf16 on GPUs without it
     enc = SentenceEncoder(model_dir, backend="triton", device=DEVICE, dtype=dtype)
-    emb, ref = enc.encode(SENTENCES[:2]), reference[:2]
+    emb, ref = enc.encode(SENTENCES), reference
     cos = (emb * ref).sum(axis=1) / np.linalg.norm(emb, axis=1) / np.linalg.norm(ref, axis=1)
     assert cos.min() >= min_cos, f"{dtype}: cosine to the fp32 NumPy engine {cos}"
 
