@@ -12,6 +12,7 @@ tokens/s and the ratio npminilm / torch (>= 1.0: not slower), and writes benchma
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import os
 import platform
@@ -89,7 +90,12 @@ def main(argv=None):
 
     # npminilm runs its shards on a.threads workers, each with a one-thread BLAS; torch on a.threads intra-op
     # threads. Each engine's thread setup is entered once per round, outside the per-step timings.
-    engines = {"npminilm": (ours_step, lambda: worker_pool(a.threads)),
+    @contextlib.contextmanager
+    def ours_threads():
+        with threadpool_limits(limits=a.threads), worker_pool(a.threads) as workers:  # one thread: BLAS on 1
+            yield workers
+
+    engines = {"npminilm": (ours_step, ours_threads),
                "torch eager": (torch_step, lambda: threadpool_limits(limits=a.threads))}
     times = {k: [] for k in engines}
 
