@@ -142,7 +142,7 @@ def _erf_block(x, out, a, t):
 def gelu_forward(x, save_derivative=False):
     """Exact GELU, x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2)) (HF's "gelu", not the tanh "gelu_new").
 
-    save_derivative (training): the cache holds gelu'(x) itself, computed in the same pass from the erf and
+    save_derivative (training): the cache holds gelu'(x) itself, computed in the same pass from the tail and
     exp(-x^2 / 2) the forward already has, so backward is one multiply instead of a second erf. Otherwise the
     cache holds x and backward recomputes (inference keeps no extra tensor).
     """
@@ -154,24 +154,46 @@ def gelu_forward(x, save_derivative=False):
     x1 = np.ascontiguousarray(x).reshape(-1)
     out = np.empty(x1.shape, x.dtype)
     derivative = np.empty(x1.shape, x.dtype) if save_derivative else None
-    z, a, t = _scratch(x1, 3)
+    a, e, t = _scratch(x1, 3)
     for s in _block_slices(x1.size):
         n = s.stop - s.start
-        xs, o = x1[s], out[s]
-        np.multiply(xs, dt(_SQRT1_2), out=z[:n])
-        _erf_block(z[:n], o, a[:n], t[:n])  # o = erf(x / sqrt 2), a = exp(-x^2 / 2)
-        o += dt(1.0)
-        o *= dt(0.5)  # o = Phi(x)
-        if save_derivative:
+        xs, o, a_, e_, t_ = x1[s], out[s], a[:n], e[:n], t[:n]
+        np.abs(xs, out=a_)
+        _gaussian_tail_block(a_, o, e_, t_)  # o = Phi(-|x|), e = exp(-x^2 / 2)
+        if save_derivative:  # gelu'(x) = Phi(x) + x phi(x),  Phi(x) = 1 - Phi(-|x|) for x >= 0, else Phi(-|x|)
             d = derivative[s]
-            np.multiply(a[:n], xs, out=d)
+            np.multiply(e_, xs, out=d)
             d *= dt(_INV_SQRT_2PI)
-            d += o  # Phi(x) + x phi(x)
-        o *= xs
+            np.subtract(dt(1.0), o, out=t_)
+            np.copyto(t_, o, where=xs < 0)
+            d += t_
+        o *= a_  # |x| Phi(-|x|)
+        np.maximum(xs, dt(0.0), out=a_)
+        np.subtract(a_, o, out=o)  # x Phi(x) = relu(x) - |x| Phi(-|x|)
     out = out.reshape(x.shape)
     if save_derivative:
         return out, (None, derivative.reshape(x.shape))
     return out, (x, None)
+
+
+# The standard normal's tail Phi(-a) = erfc(a / sqrt 2) / 2 for a >= 0, by A&S 7.1.26 at z = a / sqrt 2:
+#   erfc(z) = t (a1 + t (a2 + ... + t a5)) exp(-z^2),  t = 1 / (1 + p z)   (|error| <= 1.5e-7)
+# with the 1/2 folded into the coefficients and 1/sqrt 2 into p. Written this way GELU needs no 1 + erf(x)
+# (which cancels for negative x) and no sign fix-up: x Phi(x) = relu(x) - |x| Phi(-|x|).
+def _gaussian_tail_block(a, out, e, t):
+    """out = Phi(-a) and e = exp(-a^2 / 2), in place, for a block a >= 0; t is scratch."""
+    dt = a.dtype.type
+    np.multiply(a, dt(_ERF_P * _SQRT1_2), out=t)
+    t += dt(1.0)
+    np.reciprocal(t, out=t)
+    np.multiply(a, a, out=e)
+    e *= dt(-0.5)
+    np.exp(e, out=e)
+    np.multiply(t, dt(0.5 * _ERF_A[0]), out=out)
+    for c in _ERF_A[1:]:
+        out += dt(0.5 * c)
+        out *= t
+    out *= e
 
 
 # d/dx [x Phi(x)] = Phi(x) + x phi(x),   phi(x) = exp(-x^2 / 2) / sqrt(2 pi)
@@ -206,11 +228,16 @@ def softmax_backward(dout, cache):
 # -------------------------------------------------------------------------------------------- attention
 
 
+_ATTENTION_CHUNK = 1 << 17  # score entries per chunk (512 KiB in float32): a chunk's softmax passes stay in L2
+
+
 def attention_forward(q, k, v, n_head, mask=None, causal=False):
     """Scaled dot-product multi-head attention. q, k, v (B, T, C) -> (B, T, C).
 
     mask (B, T): 1 for real tokens, 0 for padding keys. Disallowed scores are set to the dtype's lowest
-    finite value (as HF's additive mask does), so a row never becomes all -inf and never NaN.
+    finite value (as HF's additive mask does), so a row never becomes all -inf and never NaN. The (B, NH, T, T)
+    scores are worked on a few heads at a time (scores, scale, mask, softmax, P V), so each chunk's passes run
+    in cache; the whole probability tensor is kept for backward.
     """
     B, T, C = q.shape
     hs = C // n_head
@@ -218,13 +245,22 @@ def attention_forward(q, k, v, n_head, mask=None, causal=False):
     kh = k.reshape(B, T, n_head, hs).transpose(0, 2, 1, 3)
     vh = v.reshape(B, T, n_head, hs).transpose(0, 2, 1, 3)
     scale = 1.0 / math.sqrt(hs)
-    scores = qh @ kh.transpose(0, 1, 3, 2)  # (B, NH, T, T), the largest tensor: worked on in place from here
-    scores *= np.asarray(scale, q.dtype)
     allowed = _allowed(mask, causal, B, T)
-    if allowed is not None:
-        np.copyto(scores, np.finfo(scores.dtype).min, where=~allowed)
-    probs, _ = softmax_forward(scores, out=scores)
-    yh = probs @ vh  # (B, NH, T, T) @ (B, NH, T, hs) -> (B, NH, T, hs)
+    probs = np.empty((B, n_head, T, T), q.dtype)
+    yh = np.empty((B, n_head, T, hs), q.dtype)
+    heads = max(1, min(n_head, _ATTENTION_CHUNK // (T * T)))
+    rows = max(1, _ATTENTION_CHUNK // (n_head * T * T)) if heads == n_head else 1
+    for b in range(0, B, rows):
+        for h in range(0, n_head, heads):
+            at = (slice(b, b + rows), slice(h, h + heads))
+            scores = probs[at]  # (rows, heads, T, T) view
+            np.matmul(qh[at], kh[at].transpose(0, 1, 3, 2), out=scores)
+            scores *= np.asarray(scale, q.dtype)
+            if allowed is not None:
+                np.copyto(scores, np.finfo(scores.dtype).min, where=~allowed[b:b + rows] if allowed.shape[0] > 1
+                          else ~allowed)
+            softmax_forward(scores, out=scores)
+            np.matmul(scores, vh[at], out=yh[at])  # (.., T, T) @ (.., T, hs) -> (.., T, hs)
     y = yh.transpose(0, 2, 1, 3).reshape(B, T, C)  # (B, NH, T, hs) -> (B, T, C)
     return y, (qh, kh, vh, probs, scale, allowed)
 
@@ -233,7 +269,9 @@ def _allowed(mask, causal, B, T):
     """Boolean (B or 1, 1, T, T) of the key positions each query may attend to, or None for all."""
     allowed = None
     if mask is not None:
-        allowed = (np.asarray(mask) != 0)[:, None, None, :]  # (B, 1, 1, T)
+        keys = np.asarray(mask) != 0
+        if not keys.all():
+            allowed = keys[:, None, None, :]  # (B, 1, 1, T)
     if causal:
         tri = np.tril(np.ones((T, T), dtype=bool))[None, None]  # (1, 1, T, T)
         allowed = tri if allowed is None else allowed & tri
