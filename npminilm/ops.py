@@ -60,20 +60,21 @@ def embedding_backward(dout, cache):
 
 
 def layernorm_forward(x, weight, bias, eps):
-    """LayerNorm over the last axis; keeps the normalised input xhat and rstd for backward."""
-    xhat = x - x.mean(axis=-1, keepdims=True)  # (..., C)
+    """LayerNorm over the last axis. The cache keeps the input (what `npminilm trace` shows as the residual sum)
+    and the normalised xhat with rstd (what backward needs)."""
+    xhat = x - x.mean(axis=-1, keepdims=True)  # (..., C), normalised in place below
     var = np.mean(np.square(xhat), axis=-1, keepdims=True)  # (..., 1)
     rstd = 1.0 / np.sqrt(var + eps)
     xhat *= rstd
     out = xhat * weight
     out += bias
-    return out, (xhat, rstd, weight)
+    return out, (x, xhat, rstd, weight)
 
 
 # xhat = (x - mean) * rstd,  y = xhat * w + b.  With g = dy * w (per row of length C):
 #   dx = rstd * (g - mean(g) - xhat * mean(g * xhat)),  dw = sum dy * xhat,  db = sum dy
 def layernorm_backward(dout, cache):
-    xhat, rstd, weight = cache
+    _, xhat, rstd, weight = cache
     g = dout * weight
     dx = g - g.mean(axis=-1, keepdims=True)
     dx -= xhat * np.mean(g * xhat, axis=-1, keepdims=True)
@@ -142,14 +143,14 @@ def _erf_block(x, out, a, t):
 def gelu_forward(x, save_derivative=False):
     """Exact GELU, x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2)) (HF's "gelu", not the tanh "gelu_new").
 
-    save_derivative (training): the cache holds gelu'(x) itself, computed in the same pass from the tail and
-    exp(-x^2 / 2) the forward already has, so backward is one multiply instead of a second erf. Otherwise the
-    cache holds x and backward recomputes (inference keeps no extra tensor).
+    The cache is (x, gelu'(x) or None). save_derivative (training) computes gelu'(x) in the same pass from the
+    tail and exp(-x^2 / 2) the forward already has, so backward is one multiply instead of a second erf;
+    otherwise backward recomputes it from x.
     """
     if x.dtype == np.float64:
         cdf = 0.5 * (1.0 + erf(x * _SQRT1_2))
         derivative = cdf + x * np.exp(-0.5 * x * x) * _INV_SQRT_2PI if save_derivative else None
-        return x * cdf, (None if save_derivative else x, derivative)
+        return x * cdf, (x, derivative)
     dt = x.dtype.type
     x1 = np.ascontiguousarray(x).reshape(-1)
     out = np.empty(x1.shape, x.dtype)
@@ -170,10 +171,7 @@ def gelu_forward(x, save_derivative=False):
         o *= a_  # |x| Phi(-|x|)
         np.maximum(xs, dt(0.0), out=a_)
         np.subtract(a_, o, out=o)  # x Phi(x) = relu(x) - |x| Phi(-|x|)
-    out = out.reshape(x.shape)
-    if save_derivative:
-        return out, (None, derivative.reshape(x.shape))
-    return out, (x, None)
+    return out.reshape(x.shape), (x, None if derivative is None else derivative.reshape(x.shape))
 
 
 # The standard normal's tail Phi(-a) = erfc(a / sqrt 2) / 2 for a >= 0, by A&S 7.1.26 at z = a / sqrt 2:

@@ -39,7 +39,7 @@ def test_linear_residual_layernorm(M, K, N, dtype, atol, rtol):
     g, beta = randn(rng, (N,), dtype, 0.2) + 1, randn(rng, (N,), dtype, 0.1)
     y, mean, rstd = linear_residual_layernorm(x, w, b, r, g, beta, 1e-12, return_stats=True)
     z, _ = linear_forward(f64(x), f64(w), f64(b))
-    ref, (_, ref_rstd, _) = layernorm_forward(z + f64(r), f64(g), f64(beta), 1e-12)
+    ref, (_, _, ref_rstd, _) = layernorm_forward(z + f64(r), f64(g), f64(beta), 1e-12)
     ref_mean = (z + f64(r)).mean(axis=1)
     scale = 1.0 if x.dtype == torch.float32 else 2.0
     assert_close(f64(y), ref, atol * scale, rtol, name=f"linear_residual_layernorm {dtype}")
