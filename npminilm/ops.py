@@ -156,20 +156,24 @@ def gelu_forward(x, save_derivative=False):
     out = np.empty(x1.shape, x.dtype)
     derivative = np.empty(x1.shape, x.dtype) if save_derivative else None
     a, e, t = _scratch(x1, 3)
+    positive = np.empty(a.shape, bool) if save_derivative else None
     for s in _block_slices(x1.size):
         n = s.stop - s.start
         xs, o, a_, e_, t_ = x1[s], out[s], a[:n], e[:n], t[:n]
         np.abs(xs, out=a_)
         _gaussian_tail_block(a_, o, e_, t_)  # o = Phi(-|x|), e = exp(-x^2 / 2)
-        if save_derivative:  # gelu'(x) = Phi(x) + x phi(x),  Phi(x) = 1 - Phi(-|x|) for x >= 0, else Phi(-|x|)
+        if save_derivative:  # gelu'(x) = Phi(x) + x phi(x),  Phi(x) = Phi(-|x|) + [x >= 0] (1 - 2 Phi(-|x|))
             d = derivative[s]
             np.multiply(e_, xs, out=d)
             d *= dt(_INV_SQRT_2PI)
-            np.subtract(dt(1.0), o, out=t_)
-            np.copyto(t_, o, where=xs < 0)
+            np.multiply(o, dt(-2.0), out=t_)
+            t_ += dt(1.0)
+            t_ *= np.greater_equal(xs, dt(0.0), out=positive[:n])
+            t_ += o
             d += t_
         o *= a_  # |x| Phi(-|x|)
-        np.maximum(xs, dt(0.0), out=a_)
+        a_ += xs
+        a_ *= dt(0.5)  # relu(x) = (x + |x|) / 2, exact; np.maximum against a scalar runs about 4x slower here
         np.subtract(a_, o, out=o)  # x Phi(x) = relu(x) - |x| Phi(-|x|)
     return out.reshape(x.shape), (x, None if derivative is None else derivative.reshape(x.shape))
 
@@ -232,8 +236,8 @@ _ATTENTION_CHUNK = 1 << 17  # score entries per chunk (512 KiB in float32): a ch
 def attention_forward(q, k, v, n_head, mask=None, causal=False):
     """Scaled dot-product multi-head attention. q, k, v (B, T, C) -> (B, T, C).
 
-    mask (B, T): 1 for real tokens, 0 for padding keys. Disallowed scores are set to the dtype's lowest
-    finite value (as HF's additive mask does), so a row never becomes all -inf and never NaN. The (B, NH, T, T)
+    mask (B, T): 1 for real tokens, 0 for padding keys. Disallowed scores become the dtype's lowest finite
+    value (as with HF's additive mask), so a row never becomes all -inf and never NaN. The (B, NH, T, T)
     scores are worked on a few heads at a time (scores, scale, mask, softmax, P V), so each chunk's passes run
     in cache; the whole probability tensor is kept for backward.
     """
@@ -244,6 +248,9 @@ def attention_forward(q, k, v, n_head, mask=None, causal=False):
     vh = v.reshape(B, T, n_head, hs).transpose(0, 2, 1, 3)
     scale = 1.0 / math.sqrt(hs)
     allowed = _allowed(mask, causal, B, T)
+    # HF's additive mask: the lowest finite value added to a score leaves exactly that value (|score| << 1e31);
+    # an add broadcasts at full speed where a masked copy (np.copyto(..., where=)) is tens of times slower
+    penalty = None if allowed is None else np.where(allowed, 0.0, np.finfo(q.dtype).min).astype(q.dtype)
     probs = np.empty((B, n_head, T, T), q.dtype)
     yh = np.empty((B, n_head, T, hs), q.dtype)
     heads = max(1, min(n_head, _ATTENTION_CHUNK // (T * T)))
@@ -254,9 +261,8 @@ def attention_forward(q, k, v, n_head, mask=None, causal=False):
             scores = probs[at]  # (rows, heads, T, T) view
             np.matmul(qh[at], kh[at].transpose(0, 1, 3, 2), out=scores)
             scores *= np.asarray(scale, q.dtype)
-            if allowed is not None:
-                np.copyto(scores, np.finfo(scores.dtype).min, where=~allowed[b:b + rows] if allowed.shape[0] > 1
-                          else ~allowed)
+            if penalty is not None:
+                scores += penalty[b:b + rows] if penalty.shape[0] > 1 else penalty
             softmax_forward(scores, out=scores)
             np.matmul(scores, vh[at], out=yh[at])  # (.., T, T) @ (.., T, hs) -> (.., T, hs)
     y = yh.transpose(0, 2, 1, 3).reshape(B, T, C)  # (B, NH, T, hs) -> (B, T, C)
@@ -288,7 +294,7 @@ def attention_backward(dout, cache):
     dprobs = dyh @ vh.transpose(0, 1, 3, 2)
     (dscores,) = softmax_backward(dprobs, (probs, -1))
     if allowed is not None:
-        np.copyto(dscores, 0.0, where=~allowed)
+        dscores *= allowed
     dscores *= np.asarray(scale, dscores.dtype)
     dqh = dscores @ kh
     dkh = dscores.transpose(0, 1, 3, 2) @ qh
