@@ -2,7 +2,8 @@
 periodic held-out evaluation, checkpoints, resume, and one progress line per log interval.
 
 Reproducibility: the model's initial weights come from `seed`; one training rng (seeded from `seed`) draws every
-batch and every dropout mask in a fixed order, and its state is saved in each checkpoint; evaluation draws its
+batch and every dropout mask (or the seeds of the shards' dropout generators) in a fixed order, whatever the
+number of threads, and its state is saved in each checkpoint; evaluation draws its
 batches from its own rng, the same batches every time, so evaluating never moves the training stream. A run
 resumed from a checkpoint therefore continues exactly as the uninterrupted run would.
 """
@@ -19,7 +20,7 @@ from .gpt import GPTConfig, gpt_backward, gpt_forward, init_params, is_decayed
 from .losses import cross_entropy_backward, cross_entropy_forward
 from .lm_checkpoint import load_checkpoint, save_checkpoint
 from .optim import AdamW, clip_grad_norm, lr_at
-from .parallel import worker_pool
+from .parallel import default_workers, worker_pool
 
 
 class DataError(NpMiniLMError, ValueError):
@@ -82,6 +83,11 @@ def get_batch(data, batch_size, block_size, rng):
     return rows[:, :-1], rows[:, 1:]
 
 
+def shard_rows(batch_size, block_size, shard_tokens):
+    """Rows per shard of a (batch_size, block_size) batch: about shard_tokens tokens, at least one row."""
+    return batch_size if shard_tokens is None else max(1, min(batch_size, shard_tokens // block_size))
+
+
 def loss_and_grads(params, config, x, y, rng=None, shard_tokens=None, pool=None):
     """Mean cross-entropy of the batch and the gradient of every parameter.
 
@@ -93,7 +99,7 @@ def loss_and_grads(params, config, x, y, rng=None, shard_tokens=None, pool=None)
     from rng in shard order, so the numbers depend on the batch and shard_tokens, never on the thread count.
     """
     B, T = x.shape
-    rows = B if shard_tokens is None else max(1, min(B, shard_tokens // T))
+    rows = shard_rows(B, T, shard_tokens)
     starts = list(range(0, B, rows))
     if len(starts) == 1:
         rngs = [rng]
@@ -169,7 +175,10 @@ def train(ids, model_config: GPTConfig, tc: TrainConfig, tokenizer, out_dir=None
 
     tokens_per_step = tc.batch_size * model_config.block_size
     losses, step = [], start
-    with worker_pool(workers) as pool:
+    rows = shard_rows(tc.batch_size, model_config.block_size, tc.shard_tokens)
+    shards = -(-tc.batch_size // rows)
+    # one shard: no pool, so BLAS keeps all its threads
+    with worker_pool(min(default_workers() if workers is None else workers, shards)) as pool:
         t0, since = time.perf_counter(), 0
         for step in range(start, end):
             if step % tc.eval_interval == 0 and not (resume and step == start):
