@@ -38,7 +38,7 @@ def embeddings_forward(params, config, input_ids, token_type_ids):
 
 def layer_forward(params, config, i, x, mask, training=False):
     """One post-LN block: h = LN(x + Attn(x)); out = LN(h + FFN(h)). (B, T, C) -> (B, T, C).
-    training: the GELU cache holds its derivative, ready for backward, instead of its input."""
+    training: the GELU cache also holds its derivative, ready for backward."""
     p = f"encoder.layer.{i}."
     eps = config.layer_norm_eps
     q, q_cache = linear_forward(x, params[p + "attention.self.query.weight"], params[p + "attention.self.query.bias"])
