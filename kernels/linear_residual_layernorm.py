@@ -4,7 +4,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .dot import cast_to, dot_acc
+from .dot import cast_to, matmul_tile
 
 
 # x (M, K), W (N, K) stored [out, in], b (N,), residual r (M, N), LayerNorm weight g and bias beta (N,):
@@ -24,17 +24,10 @@ def _linear_residual_layernorm_kernel(
     pid_m = tl.program_id(0)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
-    offs_k = tl.arange(0, BLOCK_K)
     m_ok = offs_m < M
     n_ok = offs_n < N
-    acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
-    for k0 in range(0, K, BLOCK_K):
-        k_ok = (k0 + offs_k) < K
-        x = tl.load(X + offs_m[:, None] * stride_xm + (k0 + offs_k)[None, :],
-                    mask=m_ok[:, None] & k_ok[None, :], other=0.0)  # (BLOCK_M, BLOCK_K)
-        w = tl.load(W + offs_n[None, :] * stride_wn + (k0 + offs_k)[:, None],
-                    mask=n_ok[None, :] & k_ok[:, None], other=0.0)  # (BLOCK_K, BLOCK_N) tile of W^T
-        acc = dot_acc(x, w, acc, DOT_PRECISION, CPU_BF16)
+    acc = matmul_tile(X, W, offs_m, offs_n, M, N, K, stride_xm, stride_wn, BLOCK_M, BLOCK_N, BLOCK_K,
+                      DOT_PRECISION, CPU_BF16)
     tile_ok = m_ok[:, None] & n_ok[None, :]
     acc += tl.load(BIAS + offs_n, mask=n_ok, other=0.0).to(tl.float32)[None, :]
     acc += tl.load(RES + offs_m[:, None] * stride_rm + offs_n[None, :], mask=tile_ok, other=0.0).to(tl.float32)
