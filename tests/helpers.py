@@ -2,6 +2,8 @@
 
 import numpy as np
 
+from npminilm import ops
+
 
 def assert_close(actual, expected, atol, rtol=0.0, name="array"):
     actual = np.asarray(actual, dtype=np.float64)
@@ -90,3 +92,13 @@ def make_mask(kind, B, T, rng, allow_empty=True):
     else:
         mask = np.ones((B, T))
     return np.asarray(mask, dtype=np.int64)
+
+
+def pool_op(pool, mask):
+    """(forward of h, backward) of one sentence-transformers pooling mode over a fixed mask."""
+    return {
+        "mean": (lambda h: ops.mean_pool_forward(h, mask), ops.mean_pool_backward),
+        "mean_sqrt_len": (lambda h: ops.mean_pool_forward(h, mask, sqrt_len=True), ops.mean_pool_backward),
+        "cls": (lambda h: ops.cls_pool_forward(h, mask), ops.cls_pool_backward),
+        "max": (lambda h: ops.max_pool_forward(h, mask), ops.max_pool_backward),
+    }[pool]

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from npminilm import losses, ops
 from npminilm.gradcheck import OPS, THRESHOLD, OpCase, check, check_encoder, check_op
-from tests.helpers import make_mask
+from tests.helpers import make_mask, pool_op
 
 SIZES = st.sampled_from([1, 2, 3, 5, 7, 11])
 LENGTHS = st.sampled_from([1, 2, 3, 5, 7, 9, 17])
@@ -128,12 +128,7 @@ def test_pooling(B, T, C, kind, pool, seed):
     rng = np.random.default_rng(seed)
     # a row with no real token has no max (it is -inf): max pooling is checked on rows with one at least
     mask = make_mask(kind, B, T, rng, allow_empty=pool != "max")
-    forward, backward = {
-        "mean": (lambda h: ops.mean_pool_forward(h, mask), ops.mean_pool_backward),
-        "mean_sqrt_len": (lambda h: ops.mean_pool_forward(h, mask, sqrt_len=True), ops.mean_pool_backward),
-        "cls": (lambda h: ops.cls_pool_forward(h, mask), ops.cls_pool_backward),
-        "max": (lambda h: ops.max_pool_forward(h, mask), ops.max_pool_backward),
-    }[pool]
+    forward, backward = pool_op(pool, mask)
     assert_grads_ok(OpCase(forward, backward, {"h": rng.standard_normal((B, T, C))}), rng)
 
 

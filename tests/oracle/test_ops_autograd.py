@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from npminilm import losses, ops
-from tests.helpers import assert_close, make_mask, rel_error
+from tests.helpers import assert_close, make_mask, pool_op, rel_error
 
 # (dtype, tolerance): atol = tolerance * max|torch| for each tensor (a max relative error), rtol = tolerance
 TOLERANCES = [(np.float64, 1e-9), (np.float32, 1e-4)]
@@ -120,12 +120,7 @@ def _case_pool(pool):
                 return h.masked_fill(m == 0, -1e9).max(dim=1).values
             return h[torch.arange(B), (m[:, :, 0] != 0).int().argmax(dim=1)]
 
-        forward, backward = {
-            "mean": (lambda h: ops.mean_pool_forward(h, mask), ops.mean_pool_backward),
-            "mean_sqrt_len": (lambda h: ops.mean_pool_forward(h, mask, sqrt_len=True), ops.mean_pool_backward),
-            "cls": (lambda h: ops.cls_pool_forward(h, mask), ops.cls_pool_backward),
-            "max": (lambda h: ops.max_pool_forward(h, mask), ops.max_pool_backward),
-        }[pool]
+        forward, backward = pool_op(pool, mask)
         return forward, backward, reference, {"h": rng.standard_normal((B, T, C))}
 
     return case
