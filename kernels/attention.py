@@ -9,7 +9,7 @@ import triton.language as tl
 from .dot import cast_to, dot_acc
 
 LOG2E = 1.4426950408889634
-FLOAT32_LOWEST = -3.4028234663852886e38  # what npminilm.ops.attention_forward writes into disallowed scores
+FLOAT32_LOWEST = -3.4028234663852886e38  # what npminilm.nn.ops.attention_forward writes into disallowed scores
 
 
 # For one sequence of length T, one head, queries i and keys j (hs = head size, s = 1/sqrt(hs)):

@@ -3,13 +3,14 @@
 import importlib
 
 __version__ = "0.1.0"
-__all__ = ["SentenceEncoder", "WordPieceTokenizer", "errors", "util", "ops", "__version__"]
+__all__ = ["SentenceEncoder", "WordPieceTokenizer", "errors", "util", "__version__"]
 
 _LAZY = {
-    "SentenceEncoder": ("npminilm.encoder", "SentenceEncoder"),
-    "WordPieceTokenizer": ("npminilm.tokenizer", "WordPieceTokenizer"),
+    "SentenceEncoder": ("npminilm.encoder.sentence_encoder", "SentenceEncoder"),
+    "WordPieceTokenizer": ("npminilm.tokenization.wordpiece", "WordPieceTokenizer"),
 }
-_SUBMODULES = {"errors", "util", "ops", "bert", "hub", "tokenizer", "encoder", "folder", "weights"}
+# one subpackage per concern; the base first (nn, io, runtime), then the models, their backends and the CLI
+_SUBMODULES = {"errors", "util", "nn", "io", "runtime", "tokenization", "encoder", "decoder", "gpu", "cli"}
 
 
 def __getattr__(name):

@@ -27,3 +27,15 @@ class TokenizerError(NpMiniLMError, ValueError):
 
 class InvalidArgumentError(NpMiniLMError, ValueError):
     """An argument with an acceptable type but an unusable value (a dtype, a length, an output name)."""
+
+
+class UnknownCharacterError(NpMiniLMError, ValueError):
+    """Text holding a character that a character-level vocabulary does not have."""
+
+
+class DataError(NpMiniLMError, ValueError):
+    """A corpus that cannot train the requested model (empty, or shorter than a block)."""
+
+
+class UsageError(NpMiniLMError, ValueError):
+    """Command-line arguments that parse but cannot work together: the CLI prints one line and exits with 2."""

@@ -11,7 +11,7 @@ import tempfile
 import zipfile
 from pathlib import Path, PurePosixPath
 
-from .errors import FetchError, ModelNotFoundError
+from ..errors import FetchError, ModelNotFoundError
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 DEFAULT_ORG = "sentence-transformers"

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import InvalidArgumentError
-from .gpt import GPTConfig, gpt_forward
-from .ops import softmax_forward
+from ..errors import InvalidArgumentError
+from ..nn.ops import softmax_forward
+from .config import GPTConfig
+from .model import gpt_forward
 
 
 def filter_logits(logits, top_k=None, top_p=None):

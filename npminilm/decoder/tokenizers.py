@@ -20,14 +20,10 @@ import json
 import re
 from collections import Counter, defaultdict
 
-from .errors import NpMiniLMError, TokenizerError
+from ..errors import TokenizerError, UnknownCharacterError
 
 # GPT-2's pre-split, with `[^\W\d_]` (a letter) standing in for \p{L} and `\d` for \p{N} in Python's re.
 SPLIT_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?[^\W\d_]+| ?\d+| ?[^\s\w]+|\s+(?!\S)|\s+|_+"""
-
-
-class UnknownCharacterError(NpMiniLMError, ValueError):
-    """Text holding a character that a character-level vocabulary does not have."""
 
 
 class CharTokenizer:

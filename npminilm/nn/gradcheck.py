@@ -1,4 +1,4 @@
-"""Gradient checks: every op's backward (and the whole encoder's) against float64 central finite differences.
+"""Gradient checks: every op's backward against float64 central finite differences.
 
 The fake-loss trick turns any op into a scalar: L = sum(out * dout) with a random dout, so dL/dx is exactly what
 `backward(dout, cache)` returns. Each input tensor x is then compared with the numerical gradient
@@ -96,7 +96,7 @@ def _normal(rng, *shape):
     return rng.standard_normal(shape)
 
 
-def _padding_mask(rng, B, T):
+def padding_mask(rng, B, T):
     """Right padding with random lengths, row 0 all-padding-but-one (the lone real token)."""
     lengths = rng.integers(1, T + 1, size=B)
     lengths[0] = 1
@@ -132,7 +132,7 @@ def _softmax(rng):
 def _attention(causal):
     def make(rng):
         B, T, C, NH = 3, 7, 12, 3  # hs = 4
-        mask = _padding_mask(rng, B, T)
+        mask = padding_mask(rng, B, T)
         return OpCase(lambda q, k, v: ops.attention_forward(q, k, v, NH, mask, causal=causal), ops.attention_backward,
                       {"q": _normal(rng, B, T, C), "k": _normal(rng, B, T, C), "v": _normal(rng, B, T, C)})
 
@@ -145,7 +145,7 @@ def _add(rng):
 
 def _mean_pool(sqrt_len):
     def make(rng):
-        mask = _padding_mask(rng, 3, 7)
+        mask = padding_mask(rng, 3, 7)
         return OpCase(lambda h: ops.mean_pool_forward(h, mask, sqrt_len=sqrt_len), ops.mean_pool_backward,
                       {"h": _normal(rng, 3, 7, 5)})
 
@@ -153,13 +153,13 @@ def _mean_pool(sqrt_len):
 
 
 def _cls_pool(rng):
-    mask = _padding_mask(rng, 3, 7)
+    mask = padding_mask(rng, 3, 7)
     mask[1] = mask[1][::-1]  # a left-padded row: its first real token is not at position 0
     return OpCase(lambda h: ops.cls_pool_forward(h, mask), ops.cls_pool_backward, {"h": _normal(rng, 3, 7, 5)})
 
 
 def _max_pool(rng):
-    mask = _padding_mask(rng, 3, 7)
+    mask = padding_mask(rng, 3, 7)
     return OpCase(lambda h: ops.max_pool_forward(h, mask), ops.max_pool_backward, {"h": _normal(rng, 3, 7, 5)})
 
 
@@ -216,74 +216,6 @@ def check_op(name, seed=0, threshold=THRESHOLD) -> list[dict]:
         raise KeyError(f"unknown op {name!r} (known: {', '.join(OPS)})")
     rng = np.random.default_rng(seed)
     return [{"op": name, **row} for row in check(OPS[name](rng), rng, threshold)]
-
-
-# ------------------------------------------------------------------------------------------ whole encoder
-
-
-def check_encoder(seed=0, samples=64, threshold=THRESHOLD, eps=EPS) -> list[dict]:
-    """`bert_backward` against finite differences on a tiny random BERT (2 layers, C 16, NH 4, I 24, V 50, 16
-    positions), with padding, the pooler and L = sum(last_hidden * d1) + sum(pooler * d2).
-
-    Each parameter is checked on `samples` of its entries (half where the analytic gradient is largest, half at
-    random), to keep the cost to a few thousand forward passes. The key biases' exact gradient is zero (softmax
-    ignores the per-row constant q . b_k); their error is measured against the largest gradient in the model.
-    """
-    from .bert import bert_backward, bert_forward
-    from .folder import BertConfig
-    from .weights import bert_param_shapes
-
-    config = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=24, max_position_embeddings=16, type_vocab_size=2, layer_norm_eps=1e-12)
-    rng = np.random.default_rng(seed)
-    params = {name: rng.standard_normal(shape) * (0.3 if name.endswith("weight") and len(shape) == 2 else 0.5)
-              for name, shape in bert_param_shapes(config).items()}
-    for name in params:
-        if name.endswith("LayerNorm.weight"):
-            params[name] = 1.0 + params[name]
-    B, T = 3, 7
-    ids = rng.integers(0, config.vocab_size, size=(B, T))
-    mask = _padding_mask(rng, B, T)
-    types = rng.integers(0, config.type_vocab_size, size=(B, T))
-    out, cache = bert_forward(params, config, ids, mask, types, keep_cache=True)
-    d_hidden = rng.standard_normal(out["last_hidden_state"].shape)
-    d_pooler = rng.standard_normal(out["pooler_output"].shape)
-    grads = bert_backward(d_hidden, cache, config, d_pooler=d_pooler)
-
-    def loss():
-        o, _ = bert_forward(params, config, ids, mask, types)
-        return float(np.sum(o["last_hidden_state"] * d_hidden) + np.sum(o["pooler_output"] * d_pooler))
-
-    nums, anas = {}, {}
-    for name, p in params.items():
-        ana = np.asarray(grads.get(name, np.zeros_like(p)), np.float64)
-        flat = np.abs(ana).reshape(-1)
-        k = min(samples, flat.size)
-        top = np.argsort(flat)[::-1][: k // 2]
-        rest = np.setdiff1d(np.arange(flat.size), top)
-        picked = np.concatenate([top, rng.choice(rest, size=min(k - top.size, rest.size), replace=False)])
-        num = np.empty(picked.size)
-        flat_p = p.reshape(-1)  # a view: perturbing it perturbs params[name]
-        for j, i in enumerate(picked):
-            orig = flat_p[i]
-            flat_p[i] = orig + eps
-            fp = loss()
-            flat_p[i] = orig - eps
-            fm = loss()
-            flat_p[i] = orig
-            num[j] = (fp - fm) / (2.0 * eps)
-        nums[name], anas[name] = num, ana.reshape(-1)[picked]
-    scale = max(max(np.abs(a).max(), np.abs(n).max()) for a, n in zip(anas.values(), nums.values()))
-    rows = []
-    for name in params:
-        num, ana = nums[name], anas[name]
-        if name.endswith("attention.self.key.bias"):
-            err = float(np.abs(num - ana).max() / scale)
-        else:
-            err = max_rel_error(num, ana)
-        rows.append({"op": "encoder", "tensor": name, "shape": params[name].shape, "max_rel_error": err,
-                     "ok": bool(err <= threshold and (name in grads))})
-    return rows
 
 
 # ------------------------------------------------------------------------------------------------ report

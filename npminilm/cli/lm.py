@@ -1,36 +1,16 @@
-"""The `npminilm lm train|sample|export` and `npminilm bpe train` commands (registered by cli.build_parser)."""
+"""The language-model commands: `npminilm lm train|sample|export` and `npminilm bpe train`."""
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-
-def _unit_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
-    return value
-
-
-def _positive_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
+from ..errors import DataError, UsageError
+from .common import EXIT_OK, positive_float, positive_int, unit_float
 
 
 def add_commands(sub) -> None:
     """Add `lm` (train, sample, export) and `bpe` (train) to the CLI's subparsers."""
-    from .cli import _positive_int
-
     lm = sub.add_parser("lm", help="train, sample and export small GPT-style language models")
     lm_sub = lm.add_subparsers(dest="lm_command", metavar="LM_COMMAND", parser_class=type(lm))
     lm_sub.required = True
@@ -39,22 +19,22 @@ def add_commands(sub) -> None:
     p.add_argument("--data", required=True, metavar="FILE", help="UTF-8 text corpus")
     p.add_argument("--tokenizer", default="char", metavar="char|bpe|FILE",
                    help="char, bpe (trained on --data), or a tokenizer JSON from `npminilm bpe train`")
-    p.add_argument("--vocab-size", type=_positive_int, default=512, metavar="N", help="BPE vocabulary (default 512)")
-    p.add_argument("--n-embd", type=_positive_int, default=128, metavar="C")
-    p.add_argument("--n-layer", type=_positive_int, default=2, metavar="L")
-    p.add_argument("--n-head", type=_positive_int, default=4, metavar="NH")
-    p.add_argument("--block-size", type=_positive_int, default=64, metavar="T")
-    p.add_argument("--dropout", type=_unit_float, default=0.2, metavar="P")
-    p.add_argument("--lr", type=_positive_float, default=3e-4, metavar="LR", help="peak learning rate")
+    p.add_argument("--vocab-size", type=positive_int, default=512, metavar="N", help="BPE vocabulary (default 512)")
+    p.add_argument("--n-embd", type=positive_int, default=128, metavar="C")
+    p.add_argument("--n-layer", type=positive_int, default=2, metavar="L")
+    p.add_argument("--n-head", type=positive_int, default=4, metavar="NH")
+    p.add_argument("--block-size", type=positive_int, default=64, metavar="T")
+    p.add_argument("--dropout", type=unit_float, default=0.2, metavar="P")
+    p.add_argument("--lr", type=positive_float, default=3e-4, metavar="LR", help="peak learning rate")
     p.add_argument("--min-lr", type=float, default=None, metavar="LR", help="final learning rate (default lr/10)")
     p.add_argument("--warmup-iters", type=int, default=None, metavar="N", help="default min(100, iters/10)")
     p.add_argument("--weight-decay", type=float, default=0.1, metavar="WD")
     p.add_argument("--grad-clip", type=float, default=1.0, metavar="NORM", help="0 disables clipping")
-    p.add_argument("--batch-size", type=_positive_int, default=32, metavar="B")
-    p.add_argument("--iters", type=_positive_int, default=4000, metavar="N")
-    p.add_argument("--eval-interval", type=_positive_int, default=250, metavar="N")
-    p.add_argument("--eval-iters", type=_positive_int, default=20, metavar="N")
-    p.add_argument("--log-interval", type=_positive_int, default=10, metavar="N")
+    p.add_argument("--batch-size", type=positive_int, default=32, metavar="B")
+    p.add_argument("--iters", type=positive_int, default=4000, metavar="N")
+    p.add_argument("--eval-interval", type=positive_int, default=250, metavar="N")
+    p.add_argument("--eval-iters", type=positive_int, default=20, metavar="N")
+    p.add_argument("--log-interval", type=positive_int, default=10, metavar="N")
     p.add_argument("--seed", type=int, default=1337, metavar="S")
     p.add_argument("--out", required=True, metavar="DIR", help="checkpoint folder")
     p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out up to --iters")
@@ -63,10 +43,10 @@ def add_commands(sub) -> None:
     p = lm_sub.add_parser("sample", help="generate text from a checkpoint, streamed to stdout")
     p.add_argument("dir", metavar="DIR")
     p.add_argument("--prompt", default="", metavar="TEXT")
-    p.add_argument("--max-new-tokens", type=_positive_int, default=200, metavar="N")
+    p.add_argument("--max-new-tokens", type=positive_int, default=200, metavar="N")
     p.add_argument("--temperature", type=float, default=1.0, metavar="T", help="0 is greedy")
-    p.add_argument("--top-k", type=_positive_int, default=None, metavar="K")
-    p.add_argument("--top-p", type=_positive_float, default=None, metavar="P")
+    p.add_argument("--top-k", type=positive_int, default=None, metavar="K")
+    p.add_argument("--top-p", type=positive_float, default=None, metavar="P")
     p.add_argument("--seed", type=int, default=None, metavar="S")
     p.set_defaults(func=cmd_lm_sample)
 
@@ -80,14 +60,12 @@ def add_commands(sub) -> None:
     bpe_sub.required = True
     p = bpe_sub.add_parser("train", help="learn merges from a text file")
     p.add_argument("--data", required=True, metavar="FILE")
-    p.add_argument("--vocab-size", type=_positive_int, required=True, metavar="N")
+    p.add_argument("--vocab-size", type=positive_int, required=True, metavar="N")
     p.add_argument("--out", required=True, metavar="FILE", help="tokenizer JSON")
     p.set_defaults(func=cmd_bpe_train)
 
 
 def _read_corpus(path) -> str:
-    from .lm_train import DataError
-
     with open(path, encoding="utf-8", errors="surrogateescape") as f:
         text = f.read()
     if not text:
@@ -96,7 +74,7 @@ def _read_corpus(path) -> str:
 
 
 def _tokenizer(args, text):
-    from .lm_tokenizers import ByteBPETokenizer, CharTokenizer, load_tokenizer
+    from ..decoder.tokenizers import ByteBPETokenizer, CharTokenizer, load_tokenizer
 
     if args.tokenizer == "char":
         return CharTokenizer.train(text)
@@ -104,17 +82,16 @@ def _tokenizer(args, text):
         return ByteBPETokenizer.train(text, args.vocab_size)
     if Path(args.tokenizer).is_file():
         return load_tokenizer(args.tokenizer)
-    from .cli import _UsageError
-
-    raise _UsageError(f"--tokenizer must be char, bpe or a tokenizer JSON file, got {args.tokenizer!r}")
+    raise UsageError(f"--tokenizer must be char, bpe or a tokenizer JSON file, got {args.tokenizer!r}")
 
 
 def cmd_lm_train(args) -> int:
     import numpy as np
 
-    from .gpt import GPTConfig, param_shapes
-    from .lm_checkpoint import load_checkpoint
-    from .lm_train import TrainConfig, split_data, train
+    from ..decoder.checkpoint import load_checkpoint
+    from ..decoder.config import GPTConfig
+    from ..decoder.model import param_shapes
+    from ..decoder.train import TrainConfig, split_data, train
 
     text = _read_corpus(args.data)
     tc = TrainConfig(batch_size=args.batch_size, iters=args.iters, lr=args.lr, min_lr=args.min_lr,
@@ -134,12 +111,12 @@ def cmd_lm_train(args) -> int:
     print(f"{len(text):,} characters -> {ids.size:,} {tok.kind} tokens (vocab {tok.vocab_size}); "
           f"{n_params:,} parameters", flush=True)
     train(ids, config, tc, tok, out_dir=args.out, resume=args.resume, log=lambda s: print(s, flush=True))
-    return 0
+    return EXIT_OK
 
 
 def cmd_lm_sample(args) -> int:
-    from .lm_checkpoint import load_checkpoint
-    from .sampling import generate
+    from ..decoder.checkpoint import load_checkpoint
+    from ..decoder.sampling import generate
 
     params, config, tok, _, _, _ = load_checkpoint(args.dir)
     prompt = tok.encode(args.prompt)
@@ -154,20 +131,20 @@ def cmd_lm_sample(args) -> int:
     generate(params, config, prompt, args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.seed,
              on_token=emit)
     sys.stdout.write("\n")
-    return 0
+    return EXIT_OK
 
 
 def cmd_lm_export(args) -> int:
-    from .lm_checkpoint import export_hf
+    from ..decoder.export import export_hf
 
     print(export_hf(args.dir, args.hf))
-    return 0
+    return EXIT_OK
 
 
 def cmd_bpe_train(args) -> int:
-    from .lm_tokenizers import ByteBPETokenizer, save_tokenizer
+    from ..decoder.tokenizers import ByteBPETokenizer, save_tokenizer
 
     tok = ByteBPETokenizer.train(_read_corpus(args.data), args.vocab_size)
     save_tokenizer(tok, args.out)
     print(f"{len(tok.merges)} merges, vocabulary {tok.vocab_size} -> {args.out}")
-    return 0
+    return EXIT_OK

@@ -13,11 +13,11 @@ from math import prod
 
 import numpy as np
 
-from .errors import ModelLoadError
+from ..errors import ModelLoadError
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024
 
-DTYPES = {
+FILE_DTYPES = {  # the safetensors dtype codes, as NumPy stores them
     "F64": np.dtype("<f8"),
     "F32": np.dtype("<f4"),
     "F16": np.dtype("<f2"),
@@ -84,7 +84,7 @@ def _check_entry(path, name, entry, data_start, data_size):
     if not isinstance(entry, dict):
         raise ModelLoadError(f"{where}: header entry is not an object")
     dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
-    if dtype not in DTYPES:
+    if dtype not in FILE_DTYPES:
         raise ModelLoadError(f"{where}: unsupported dtype {dtype!r}")
     if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
         raise ModelLoadError(f"{where}: bad shape {shape!r}")
@@ -100,7 +100,7 @@ def _check_entry(path, name, entry, data_start, data_size):
         raise ModelLoadError(
             f"{where}: data ends at byte {end} but the file holds only {data_size} data bytes (truncated file?)"
         )
-    nbytes = prod(shape) * DTYPES[dtype].itemsize
+    nbytes = prod(shape) * FILE_DTYPES[dtype].itemsize
     if end - begin != nbytes:
         raise ModelLoadError(f"{where}: shape {shape} of {dtype} needs {nbytes} bytes, offsets give {end - begin}")
     return TensorInfo(name, dtype, tuple(shape), data_start + begin, nbytes)
@@ -118,10 +118,10 @@ def _check_no_overlap(path, infos):
 def load_tensor(path, info, dtype=None):
     """Memory-map one validated tensor. Float tensors are cast to `dtype` (a copy only when the dtype changes)."""
     if info.nbytes:
-        flat = np.memmap(path, dtype=DTYPES[info.dtype], mode="r", offset=info.begin, shape=(prod(info.shape),))
+        flat = np.memmap(path, dtype=FILE_DTYPES[info.dtype], mode="r", offset=info.begin, shape=(prod(info.shape),))
         arr = np.asarray(flat).reshape(info.shape)
     else:
-        arr = np.zeros(info.shape, DTYPES[info.dtype])
+        arr = np.zeros(info.shape, FILE_DTYPES[info.dtype])
     if info.dtype == "BF16":
         arr = (arr.astype(np.uint32) << 16).view(np.float32)
     if dtype is not None and info.is_float and arr.dtype != dtype:

@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from .errors import ModelLoadError
-from .safetensors_io import load_tensor, read_header
+from ..errors import ModelLoadError
+from ..io.safetensors_reader import load_tensor, read_header
 
 POOLER_KEYS = ("pooler.dense.weight", "pooler.dense.bias")
 

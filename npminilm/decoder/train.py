@@ -15,16 +15,13 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
-from .errors import NpMiniLMError
-from .gpt import GPTConfig, gpt_backward, gpt_forward, init_params, is_decayed
-from .losses import cross_entropy_backward, cross_entropy_forward
-from .lm_checkpoint import load_checkpoint, save_checkpoint
-from .optim import AdamW, clip_grad_norm, lr_at
-from .parallel import default_workers, worker_pool
-
-
-class DataError(NpMiniLMError, ValueError):
-    """A corpus that cannot train the requested model (empty, or shorter than a block)."""
+from ..errors import DataError
+from ..nn.losses import cross_entropy_backward, cross_entropy_forward
+from ..nn.optim import AdamW, clip_grad_norm, lr_at
+from ..runtime.parallel import default_workers, worker_pool
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import GPTConfig
+from .model import gpt_backward, gpt_forward, init_params, is_decayed
 
 
 @dataclass

@@ -1,14 +1,16 @@
-"""The Triton backend of SentenceEncoder: BERT on packed (unpadded) batches, every step a kernel from kernels/."""
+"""The Triton backend of SentenceEncoder: BERT on packed (unpadded) batches, every step a kernel from
+`npminilm.kernels`."""
 
 import os
 
 import numpy as np
 
-from .bert import check_inputs
-from .encoder import DEFAULT_MODEL, SentenceEncoder
-from .errors import InvalidArgumentError
-from .progress import track
-from .weights import load_bert_params
+from ..encoder.bert import check_inputs
+from ..encoder.sentence_encoder import SentenceEncoder
+from ..encoder.weights import load_bert_params
+from ..errors import InvalidArgumentError
+from ..io.hub import DEFAULT_MODEL
+from ..runtime.progress import track
 
 GPU_DTYPES = ("float16", "bfloat16", "float32")
 
@@ -36,10 +38,13 @@ def _backend(device):
         import triton  # noqa: F401
     except ImportError:
         raise InvalidArgumentError("backend='triton' needs triton: pip install 'npminilm[gpu]'") from None
-    try:  # installed: kernels/ is the package npminilm.kernels
-        from .kernels import attention, embeddings_layernorm, ffn_gelu, linear_residual_layernorm, pool_normalize
-    except ImportError:  # a source checkout on sys.path: kernels/ sits beside npminilm/
-        from kernels import attention, embeddings_layernorm, ffn_gelu, linear_residual_layernorm, pool_normalize
+    from ..kernels import (
+        attention,
+        embeddings_layernorm,
+        ffn_gelu,
+        linear_residual_layernorm,
+        pool_normalize,
+    )
     kernels = {"attention": attention.attention, "embeddings_layernorm": embeddings_layernorm.embeddings_layernorm,
                "linear_gelu": ffn_gelu.linear_gelu, "pool_normalize": pool_normalize.pool_normalize,
                "linear_residual_layernorm": linear_residual_layernorm.linear_residual_layernorm}

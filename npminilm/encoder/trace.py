@@ -4,8 +4,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..nn.ops import l2_normalize_forward
 from .bert import bert_forward
-from .ops import embedding_forward, l2_normalize_forward
 from .pooling import pool_forward
 
 
@@ -18,44 +18,24 @@ class Stage:
 
 def trace(encoder, text):
     """Run one text through `encoder`, returning (tokens, stages). The stages are the tensors the single
-    forward pass keeps for its backward (no second implementation), in the order they are computed."""
+    forward pass keeps under their names for its backward (no second implementation), in the order they are
+    computed."""
     features = encoder.tokenize([text])
     ids = features["input_ids"]
-    params, config = encoder.params, encoder.bert_config
-    out, cache = bert_forward(params, config, ids, features["attention_mask"], features["token_type_ids"],
-                              output_hidden_states=True, keep_cache=True)
-    emb_cache, layer_caches, _, _ = cache
+    out, cache = bert_forward(encoder.params, encoder.bert_config, ids, features["attention_mask"],
+                              features["token_type_ids"], output_hidden_states=True, keep_cache=True)
     hidden = [h[0] for h in out["hidden_states"]]
-    T, C = hidden[0].shape
-    NH = config.num_attention_heads
-
-    def merge_heads(t):  # (1, NH, T, hs) -> (T, C)
-        return t[0].transpose(1, 0, 2).reshape(T, C)
-
+    embeddings = cache.embeddings.stages
     stages = [
-        Stage("embeddings.word", embedding_forward(ids, params["embeddings.word_embeddings.weight"])[0][0]),
-        Stage("embeddings.position", params["embeddings.position_embeddings.weight"][:T]),
-        Stage("embeddings.token_type",
-              embedding_forward(features["token_type_ids"], params["embeddings.token_type_embeddings.weight"])[0][0]),
-        Stage("embeddings.sum", emb_cache[3][0][0]),
+        Stage("embeddings.word", embeddings["word"][0]),
+        Stage("embeddings.position", embeddings["position"][0]),
+        Stage("embeddings.token_type", embeddings["token_type"][0]),
+        Stage("embeddings.sum", embeddings["sum"][0]),
         Stage("embeddings.LayerNorm", hidden[0]),
     ]
-    for i, (q_c, k_c, v_c, attn_c, o_c, ln1_c, up_c, gelu_c, down_c, ln2_c) in enumerate(layer_caches):
-        qh, kh, vh, probs = attn_c[:4]
-        p = f"layer.{i}."
-        stages += [
-            Stage(p + "attention.query", merge_heads(qh)),
-            Stage(p + "attention.key", merge_heads(kh)),
-            Stage(p + "attention.value", merge_heads(vh)),
-            Stage(p + "attention.probs", probs[0].reshape(NH, T, T)),
-            Stage(p + "attention.context", o_c[0][0]),
-            Stage(p + "attention.residual_sum", ln1_c[0][0]),
-            Stage(p + "attention.LayerNorm", up_c[0][0]),
-            Stage(p + "ffn.intermediate", gelu_c[0][0]),
-            Stage(p + "ffn.gelu", down_c[0][0]),
-            Stage(p + "ffn.residual_sum", ln2_c[0][0]),
-            Stage(p + "output.LayerNorm", hidden[i + 1]),
-        ]
+    for i, layer in enumerate(cache.layers):
+        stages += [Stage(f"layer.{i}.{name}", value[0]) for name, value in layer.stages.items()]  # sentence 0
+        stages.append(Stage(f"layer.{i}.output.LayerNorm", hidden[i + 1]))
     pooled, _ = pool_forward(out["last_hidden_state"], features["attention_mask"], encoder.pooling_modes)
     stages.append(Stage("pooling." + "+".join(encoder.pooling_modes), pooled[0]))
     if encoder.normalize:

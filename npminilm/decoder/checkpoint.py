@@ -1,5 +1,4 @@
-"""Language-model folders: our checkpoint (safetensors + JSON config + tokenizer + optimizer state) and the
-transformers GPT-2 export.
+"""Language-model checkpoints: safetensors parameters and optimizer state, JSON configs, the tokenizer.
 
 A checkpoint folder holds
     config.json          {"format": "npminilm-lm", "model": GPTConfig, "train": TrainConfig}
@@ -18,11 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .fileio import atomic_write
-from .errors import ModelLoadError, NpMiniLMError
-from .gpt import GPTConfig, check_params, hf_config, hf_state_dict
-from .lm_tokenizers import tokenizer_from_dict
-from .safetensors_io import load_tensor, read_header
+from ..errors import ModelLoadError, NpMiniLMError
+from ..io.atomic import atomic_write
+from ..io.safetensors_reader import load_tensor, read_header
+from .config import GPTConfig
+from .model import check_params
+from .tokenizers import tokenizer_from_dict
 
 FORMAT = "npminilm-lm"
 
@@ -34,7 +34,7 @@ def _save_tensors(path: Path, tensors: dict):
     atomic_write(path, lambda f: f.write(data), binary=True)
 
 
-def _write_json(path: Path, obj):
+def write_json(path: Path, obj):
     atomic_write(path, lambda f: json.dump(obj, f, indent=1, ensure_ascii=True))
 
 
@@ -47,13 +47,13 @@ def save_checkpoint(out_dir, params, model_config: GPTConfig, tokenizer, train_c
                     optimizer=None, state: dict | None = None):
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _write_json(out / "config.json", {"format": FORMAT, "model": model_config.to_dict(), "train": train_config})
-    _write_json(out / "tokenizer.json", tokenizer.to_dict())
+    write_json(out / "config.json", {"format": FORMAT, "model": model_config.to_dict(), "train": train_config})
+    write_json(out / "tokenizer.json", tokenizer.to_dict())
     _save_tensors(out / "model.safetensors", {k: v.astype(np.float32) for k, v in params.items()})
     if optimizer is not None:
         _save_tensors(out / "optimizer.safetensors", optimizer.state_tensors())
     if state is not None:
-        _write_json(out / "train_state.json", {**state, "adamw_step": optimizer.t if optimizer else 0})
+        write_json(out / "train_state.json", {**state, "adamw_step": optimizer.t if optimizer else 0})
 
 
 def load_checkpoint(path, dtype=np.float32, with_training_state=False):
@@ -86,18 +86,3 @@ def load_checkpoint(path, dtype=np.float32, with_training_state=False):
         except FileNotFoundError as exc:
             raise ModelLoadError(f"{folder}: cannot resume, {Path(exc.filename).name} is missing") from None
     return params, config, tok, meta.get("train") or {}, opt, state
-
-
-def export_hf(checkpoint_dir, out_dir) -> Path:
-    """Write a folder that transformers.GPT2LMHeadModel.from_pretrained loads: config.json + model.safetensors
-    (GPT-2 names, Conv1D [in, out] weights, head tied to wte), plus our tokenizer.json for reference."""
-    params, config, tok, _, _, _ = load_checkpoint(checkpoint_dir)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    _write_json(out / "config.json", hf_config(config))
-    from safetensors.numpy import save
-
-    data = save(hf_state_dict(params, config), metadata={"format": "pt"})
-    atomic_write(out / "model.safetensors", lambda f: f.write(data), binary=True)
-    _write_json(out / "npminilm_tokenizer.json", tok.to_dict())
-    return out

@@ -239,7 +239,8 @@ def attention_forward(q, k, v, n_head, mask=None, causal=False):
     mask (B, T): 1 for real tokens, 0 for padding keys. Disallowed scores become the dtype's lowest finite
     value (as with HF's additive mask), so a row never becomes all -inf and never NaN. The (B, NH, T, T)
     scores are worked on a few heads at a time (scores, scale, mask, softmax, P V), so each chunk's passes run
-    in cache; the whole probability tensor is kept for backward.
+    in cache; the whole probability tensor is kept for backward. The cache names the heads (q, k, v, each
+    (B, NH, T, hs)), the probabilities (B, NH, T, T), the scale and the allowed-key mask.
     """
     B, T, C = q.shape
     hs = C // n_head
@@ -266,7 +267,7 @@ def attention_forward(q, k, v, n_head, mask=None, causal=False):
             softmax_forward(scores, out=scores)
             np.matmul(scores, vh[at], out=yh[at])  # (.., T, T) @ (.., T, hs) -> (.., T, hs)
     y = yh.transpose(0, 2, 1, 3).reshape(B, T, C)  # (B, NH, T, hs) -> (B, T, C)
-    return y, (qh, kh, vh, probs, scale, allowed)
+    return y, {"q": qh, "k": kh, "v": vh, "probs": probs, "scale": scale, "allowed": allowed}
 
 
 def _allowed(mask, causal, B, T):
@@ -287,7 +288,8 @@ def _allowed(mask, causal, B, T):
 # A masked entry of S is a constant, so its dS is 0. P is 0 there unless the whole row is masked (uniform P),
 # which is why dS is masked explicitly rather than trusted to vanish.
 def attention_backward(dout, cache):
-    qh, kh, vh, probs, scale, allowed = cache
+    qh, kh, vh, probs = cache["q"], cache["k"], cache["v"], cache["probs"]
+    scale, allowed = cache["scale"], cache["allowed"]
     B, NH, T, hs = qh.shape
     dyh = dout.reshape(B, T, NH, hs).transpose(0, 2, 1, 3)  # (B, T, C) -> (B, NH, T, hs)
     dvh = probs.transpose(0, 1, 3, 2) @ dyh

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from .ops import (
+from ..nn.ops import (
     cls_pool_backward,
     cls_pool_forward,
     max_pool_backward,

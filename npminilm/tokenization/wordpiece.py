@@ -13,8 +13,8 @@ The steps and their order are those of the Rust `tokenizers` crate (the parity t
    `max_input_chars_per_word` chars, or one with an unmatchable rest, becomes the unknown token.
 
 Unicode versions: the crate's tables are older or newer than Python 3.11's unicodedata (Unicode 14), and where
-they disagree the crate is followed, by rule or by a generated table (npminilm/_unicode_quirks.py, written by
-tools/unicode_quirks.py from a sweep of every code point through `tokenizers` 0.23.3):
+they disagree the crate is followed, by rule or by a generated table (npminilm/tokenization/_unicode_quirks.py,
+written by tools/unicode_quirks.py from a sweep of every code point through `tokenizers` 0.23.3):
 
 - Unassigned code points (Cn, 829,834 of them in Unicode 14) are kept as ordinary word chars, not dropped as
   "other": the crate's `unicode_categories` tables have an empty Cn category.
@@ -49,8 +49,20 @@ from pathlib import Path
 
 import numpy as np
 
-from npminilm._unicode_quirks import LOWERCASE, MN_FLIPS, NFD_STARTERS, OTHER_FLIPS, PUNCT_FLIPS, WHITESPACE_FLIPS
-from npminilm.errors import InvalidArgumentError, InvalidInputError, ModelNotFoundError, TokenizerError
+from ..errors import (
+    InvalidArgumentError,
+    InvalidInputError,
+    ModelNotFoundError,
+    TokenizerError,
+)
+from ._unicode_quirks import (
+    LOWERCASE,
+    MN_FLIPS,
+    NFD_STARTERS,
+    OTHER_FLIPS,
+    PUNCT_FLIPS,
+    WHITESPACE_FLIPS,
+)
 
 # Inclusive ranges the crate's BertNormalizer spaces out as CJK. Copied from the crate, not from the Python
 # BertTokenizer: the crate starts the fifth range at U+2B920, the Python one at U+2B820.
@@ -280,11 +292,11 @@ class WordPieceTokenizer:
 
     @classmethod
     def from_pretrained(cls, name_or_path) -> WordPieceTokenizer:
-        """A folder path, or a model name that `npminilm.hub.resolve_model_path` turns into one."""
+        """A folder path, or a model name that `npminilm.io.hub.resolve_model_path` turns into one."""
         folder = Path(name_or_path).expanduser()
         if folder.is_dir():
             return cls.from_folder(folder)
-        from npminilm.hub import resolve_model_path
+        from ..io.hub import resolve_model_path
 
         return cls.from_folder(resolve_model_path(str(name_or_path)))
 

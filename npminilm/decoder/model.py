@@ -1,4 +1,4 @@
-"""The GPT-2-style decoder: forward and backward built from the ops in `ops.py`, parameters keyed by GPT-2 names.
+"""The GPT-2-style decoder: forward and backward built from the ops in `npminilm.nn.ops`, parameters keyed by GPT-2 names.
 
     x = drop(wte[idx] + wpe[0..T))                                   token + learned position embeddings
     per block:  x = x + drop(c_proj(drop(attn(ln_1(x)))))            pre-LN causal multi-head attention
@@ -8,7 +8,7 @@
 Parameters are a dict keyed as GPT-2's checkpoints without the `transformer.` prefix (`wte.weight`,
 `h.0.attn.c_attn.weight`, `ln_f.bias`, ...). One difference: HF's GPT-2 keeps its linear weights in a Conv1D
 stored [in, out]; here every linear weight is [out, in] like the rest of npminilm (`x @ W.T + b`), and
-`hf_state_dict` transposes them once at export.
+`export.hf_state_dict` transposes them once at export.
 
 Dropout sits on the embeddings, on the attention output (the merged heads, before c_proj) and on both residual
 branches. HF's GPT-2 drops attention *probabilities* instead; with dropout 0 (evaluation, sampling, export) the two
@@ -21,12 +21,11 @@ Dimensions: B batch, T time, C n_embd, NH n_head, hs C // NH, I 4C, V vocab.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
-from .errors import InvalidArgumentError
-from .ops import (
+from ..errors import InvalidArgumentError
+from ..nn.ops import (
     attention_backward,
     attention_forward,
     dropout_backward,
@@ -40,35 +39,7 @@ from .ops import (
     linear_backward,
     linear_forward,
 )
-
-
-@dataclass
-class GPTConfig:
-    vocab_size: int
-    block_size: int = 64
-    n_embd: int = 128
-    n_layer: int = 2
-    n_head: int = 4
-    dropout: float = 0.0
-    layer_norm_epsilon: float = 1e-5
-
-    def __post_init__(self):
-        for name in ("vocab_size", "block_size", "n_embd", "n_layer", "n_head"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise InvalidArgumentError(f"{name} must be a positive integer, got {value!r}")
-        if self.n_embd % self.n_head:
-            raise InvalidArgumentError(f"n_embd {self.n_embd} is not a multiple of n_head {self.n_head}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise InvalidArgumentError(f"dropout must be in [0, 1), got {self.dropout}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "GPTConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+from .config import GPTConfig
 
 
 def param_shapes(config: GPTConfig) -> dict[str, tuple]:
@@ -125,7 +96,8 @@ def is_decayed(name: str) -> bool:
 
 
 def gpt_forward(params, idx, config: GPTConfig, rng=None):
-    """idx (B, T) int -> logits (B, T, V), cache. rng None: no dropout (evaluation); else dropout draws from rng."""
+    """idx (B, T) int -> logits (B, T, V), cache. rng None: no dropout (evaluation); else dropout draws from rng.
+    The cache names each op's cache after GPT-2's modules (wte, wpe, drop, h: one dict per block, ln_f, lm_head)."""
     idx = np.asarray(idx)
     B, T = idx.shape
     if T > config.block_size:
@@ -155,7 +127,8 @@ def gpt_forward(params, idx, config: GPTConfig, rng=None):
         blocks.append(c)
     x, c_lnf = layernorm_forward(x, params["ln_f.weight"], params["ln_f.bias"], eps)
     logits, c_head = linear_forward(x, params["wte.weight"])  # (B, T, C) @ (C, V) -> (B, T, V)
-    return logits, (c_tok, c_pos, c_edrop, blocks, c_lnf, c_head, config)
+    return logits, {"wte": c_tok, "wpe": c_pos, "drop": c_edrop, "h": blocks, "ln_f": c_lnf, "lm_head": c_head,
+                    "config": config}
 
 
 def _block_params(params, i):
@@ -171,12 +144,12 @@ def _block_params(params, i):
 # one from the embedding lookup (scatter-add) and one from the LM head (dlogits^T x).
 def gpt_backward(dlogits, cache) -> dict[str, np.ndarray]:
     """Gradients of every parameter (a dict like params) from dlogits (B, T, V)."""
-    c_tok, c_pos, c_edrop, blocks, c_lnf, c_head, config = cache
+    config = cache["config"]
     grads = {}
-    dx, dwte_head, _ = linear_backward(dlogits, c_head)
-    dx, grads["ln_f.weight"], grads["ln_f.bias"] = layernorm_backward(dx, c_lnf)
+    dx, dwte_head, _ = linear_backward(dlogits, cache["lm_head"])
+    dx, grads["ln_f.weight"], grads["ln_f.bias"] = layernorm_backward(dx, cache["ln_f"])
     for i in reversed(range(config.n_layer)):
-        c, g = blocks[i], {}
+        c, g = cache["h"][i], {}
         (dh,) = dropout_backward(dx, c["resid_drop_2"])
         dh, g["mlp.c_proj.weight"], g["mlp.c_proj.bias"] = linear_backward(dh, c["mlp_proj"])
         (dh,) = gelu_backward(dh, c["gelu"])
@@ -192,36 +165,9 @@ def gpt_backward(dlogits, cache) -> dict[str, np.ndarray]:
         dln1, g["ln_1.weight"], g["ln_1.bias"] = layernorm_backward(da, c["ln_1"])
         dx = dx + dln1  # x1 = x + attn(ln_1(x))
         grads.update({f"h.{i}.{k}": v for k, v in g.items()})
-    (demb,) = dropout_backward(dx, c_edrop)
-    (dwte_emb,) = embedding_backward(demb, c_tok)
-    (dwpe_used,) = embedding_backward(demb.sum(axis=0), c_pos)  # pos broadcast over B: sum the batch
+    (demb,) = dropout_backward(dx, cache["drop"])
+    (dwte_emb,) = embedding_backward(demb, cache["wte"])
+    (dwpe_used,) = embedding_backward(demb.sum(axis=0), cache["wpe"])  # pos broadcast over B: sum the batch
     grads["wte.weight"] = dwte_emb + dwte_head
     grads["wpe.weight"] = dwpe_used
     return {k: grads[k] for k in param_shapes(config)}  # in parameter order
-
-
-# ------------------------------------------------------------------------------------------------- export
-
-
-def hf_state_dict(params, config: GPTConfig) -> dict[str, np.ndarray]:
-    """The tensors of a transformers GPT2LMHeadModel: `transformer.` prefix, Conv1D weights [in, out]."""
-    out = {}
-    for name in param_shapes(config):
-        value = params[name]
-        if name.startswith("h.") and ".c_" in name and name.endswith(".weight"):
-            value = value.T  # our linear [out, in] -> HF Conv1D [in, out]
-        out["transformer." + name] = np.ascontiguousarray(value)
-    return out
-
-
-def hf_config(config: GPTConfig) -> dict:
-    """config.json for transformers' GPT2LMHeadModel with the same function as ours (exact-erf GELU, tied head)."""
-    return {
-        "model_type": "gpt2", "architectures": ["GPT2LMHeadModel"],
-        "vocab_size": config.vocab_size, "n_positions": config.block_size, "n_ctx": config.block_size,
-        "n_embd": config.n_embd, "n_layer": config.n_layer, "n_head": config.n_head, "n_inner": 4 * config.n_embd,
-        "activation_function": "gelu", "layer_norm_epsilon": config.layer_norm_epsilon,
-        "resid_pdrop": config.dropout, "embd_pdrop": config.dropout, "attn_pdrop": config.dropout,
-        "tie_word_embeddings": True, "scale_attn_weights": True, "scale_attn_by_inverse_layer_idx": False,
-        "reorder_and_upcast_attn": False, "bos_token_id": None, "eos_token_id": None, "torch_dtype": "float32",
-    }  # fmt: skip

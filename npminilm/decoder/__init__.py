@@ -1,0 +1,1 @@
+"""The GPT-2-style decoder: model, tokenizers, training, checkpoints, sampling, export to transformers."""

@@ -1,0 +1,1 @@
+"""The sentence encoder: BERT forward and backward, pooling, model folders and weights, SentenceEncoder, trace."""

@@ -1,0 +1,1 @@
+"""Files: checked safetensors reading, model resolution and fetch, atomic writes."""

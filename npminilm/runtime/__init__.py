@@ -1,0 +1,1 @@
+"""How work runs: batches side by side on worker threads with BLAS pinned, and progress bars."""
