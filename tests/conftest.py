@@ -1,4 +1,10 @@
-"""Shared fixtures: the default model folder, the shared data folder, the Hypothesis profiles."""
+"""Shared fixtures: the default model folder, the shared data folder, the Hypothesis profiles.
+
+Tests mirror the package: tests/<subpackage>/test_<module>.py. A test that compares with torch, transformers,
+sentence-transformers or tokenizers is in a file ending `_oracle.py`; tests/kernels and tests/gpu need torch and
+triton. The core environment (numpy + safetensors only, NPMINILM_CORE_ONLY=1) does not collect those, and runs
+every other test.
+"""
 
 import os
 from pathlib import Path
@@ -18,6 +24,9 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 ROOT = Path(__file__).resolve().parents[1]
 
+if os.environ.get("NPMINILM_CORE_ONLY") == "1":
+    collect_ignore_glob = ["*_oracle.py", "kernels/*", "gpu/*"]
+
 
 @pytest.fixture(scope="session")
 def model_dir():
@@ -25,7 +34,7 @@ def model_dir():
     explicit = os.environ.get("NPMINILM_MODEL_DIR")
     if explicit:
         return Path(explicit)
-    from npminilm.hub import resolve_model_path
+    from npminilm.io.hub import resolve_model_path
 
     return resolve_model_path("all-MiniLM-L6-v2")
 

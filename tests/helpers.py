@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from npminilm import ops
+from npminilm.nn import ops
 
 
 def assert_close(actual, expected, atol, rtol=0.0, name="array"):
@@ -54,8 +54,8 @@ def write_random_folder(path, model_dir, layers=2, hidden=24, heads=4, inter=40,
 
     from safetensors.numpy import save_file
 
-    from npminilm.folder import BertConfig
-    from npminilm.weights import bert_param_shapes
+    from npminilm.encoder.config import BertConfig
+    from npminilm.encoder.weights import bert_param_shapes
 
     rng = np.random.default_rng(seed)
     raw = {"model_type": "bert", "architectures": ["BertModel"], "vocab_size": 30522, "hidden_size": hidden,

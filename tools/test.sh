@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The test command: installs everything itself, then runs the suite twice.
 #   .venv-test  numpy + safetensors + the oracles (torch 2.13.0 CPU, transformers, sentence-transformers,
-#               tokenizers) + triton: every test in tests/, tests/gpu in Triton's CPU interpreter.
-#   .venv-core  numpy + safetensors only: tests/core, proving `import npminilm` and encoding work without torch.
+#               tokenizers) + triton: every test in tests/, tests/kernels and tests/gpu in Triton's CPU interpreter.
+#   .venv-core  numpy + safetensors only: every test but the oracle comparisons (*_oracle.py) and the GPU path
+#               (tests/kernels, tests/gpu), proving `import npminilm` and encoding work without torch.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -20,4 +21,4 @@ TRITON_INTERPRET=1 .venv-test/bin/python -m pytest -q tests   # no GPU here: tes
 .venv-core/bin/pip install -q -e . pytest hypothesis
 .venv-core/bin/python -c "import importlib.util as u, sys; bad = [m for m in ('torch', 'transformers', \
 'tokenizers', 'sentence_transformers') if u.find_spec(m)]; sys.exit(f'core env has {bad}' if bad else 0)"
-NPMINILM_CORE_ONLY=1 .venv-core/bin/python -m pytest -q tests/core
+NPMINILM_CORE_ONLY=1 .venv-core/bin/python -m pytest -q tests   # tests/conftest.py reads it

@@ -1,13 +1,14 @@
-"""Regenerates npminilm/_unicode_quirks.py: where the `tokenizers` crate's Unicode tables disagree with Python's.
+"""Regenerates npminilm/tokenization/_unicode_quirks.py: where the `tokenizers` crate's Unicode tables disagree
+with Python's.
 
 The crate's BertNormalizer/BertPreTokenizer take general categories from the `unicode_categories` crate
 (tables from an old UnicodeData.txt, with an empty Cn table), canonical decompositions and classes from
 `unicode-normalization-alignments` (also old), and lower-casing from Rust's std (newer than Python 3.11's
 Unicode 14). This script asks the installed `tokenizers` about every code point, one property at a time,
-and writes down each code point where the answer differs from the rule npminilm/tokenizer.py derives
-from `unicodedata`.
+and writes down each code point where the answer differs from the rule npminilm/tokenization/wordpiece.py
+derives from `unicodedata`.
 
-    python tools/unicode_quirks.py            # rewrite npminilm/_unicode_quirks.py
+    python tools/unicode_quirks.py            # rewrite npminilm/tokenization/_unicode_quirks.py
     python tools/unicode_quirks.py --check    # exit 1 if the file is stale
 """
 
@@ -21,7 +22,7 @@ from pathlib import Path
 import tokenizers
 from tokenizers import normalizers, pre_tokenizers
 
-OUT = Path(__file__).resolve().parents[1] / "npminilm" / "_unicode_quirks.py"
+OUT = Path(__file__).resolve().parents[1] / "npminilm" / "tokenization" / "_unicode_quirks.py"
 ASCII_PUNCT = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"
 CODE_POINTS = [cp for cp in range(0x110000) if not 0xD800 <= cp <= 0xDFFF]
 
@@ -31,7 +32,8 @@ def bert(**on) -> normalizers.Normalizer:
     return normalizers.BertNormalizer(**{**steps, **on})
 
 
-# The rules npminilm/tokenizer.py applies before consulting the tables; the tables hold their exceptions.
+# The rules npminilm/tokenization/wordpiece.py applies before consulting the tables; the tables hold their
+# exceptions.
 def rule_other(ch: str) -> bool:
     return ch not in "\t\n\r" and unicodedata.category(ch) in ("Cc", "Cf", "Co", "Cs")
 
@@ -121,7 +123,7 @@ def render(other, whitespace, punct, mn, starters, lowercase) -> str:
     return f'''{docstring}
 
 # tokenizers {tokenizers.__version__}, Python unicodedata {unicodedata.unidata_version}. Each set lists the
-# exceptions to a rule npminilm/tokenizer.py derives from unicodedata; do not edit by hand.
+# exceptions to a rule npminilm/tokenization/wordpiece.py derives from unicodedata; do not edit by hand.
 
 
 def _expand(*spans: tuple[int, int]) -> frozenset[int]:

@@ -1,0 +1,77 @@
+"""The Triton SentenceEncoder against the NumPy engine: embeddings, token states, the padded forward, errors."""
+
+import numpy as np
+import pytest
+import torch
+
+from npminilm import SentenceEncoder
+from npminilm.errors import InvalidArgumentError
+from tests.kernels import DEVICE, torch_dtype
+from tests.helpers import assert_close
+
+SENTENCES = ["A man is playing a guitar.", "Hi", "", "The quick brown fox jumps over the lazy dog near the river, "
+             "twice, at dawn; nobody saw it."]
+
+
+@pytest.fixture(scope="module")
+def gpu32(model_dir):
+    return SentenceEncoder(model_dir, backend="triton", device=DEVICE, dtype="float32")
+
+
+@pytest.fixture(scope="module")
+def reference(encoder):
+    return encoder.encode(SENTENCES, batch_size=2)
+
+
+def test_fp32_matches_numpy(gpu32, encoder, reference):
+    """Sentence and token embeddings over two packed batches of different lengths, in input order."""
+    ours = gpu32.encode(SENTENCES, batch_size=3, output_value=None)
+    emb = np.stack([d["sentence_embedding"] for d in ours])
+    assert emb.dtype == np.float32
+    assert_close(emb, reference, 1e-4, name="sentence embeddings fp32")
+    for a, b in zip(ours, encoder.encode(SENTENCES, output_value=None)):
+        np.testing.assert_array_equal(a["input_ids"], b["input_ids"])
+        assert_close(a["token_embeddings"], b["token_embeddings"], 1e-4, 1e-4, name="token embeddings")
+
+
+def test_single_string_tensor_and_empty(gpu32, reference):
+    one = gpu32.encode(SENTENCES[1])
+    assert isinstance(one, np.ndarray) and one.shape == (gpu32.dim,)
+    assert_close(one, reference[1], 1e-4, name="single string")
+    t = gpu32.encode(SENTENCES[1:2], convert_to_tensor=True)
+    assert isinstance(t, torch.Tensor) and t.device.type == torch.device(DEVICE).type and t.shape == (1, gpu32.dim)
+    assert gpu32.encode([]).shape == (0, gpu32.dim)
+
+
+def test_padded_forward_matches_numpy(gpu32, encoder):
+    """forward() takes padded ids: the attention kernel's key-padding-mask path inside the whole model."""
+    feats = encoder.tokenize(SENTENCES[:2])
+    args = [feats[k] for k in ("input_ids", "attention_mask", "token_type_ids")]
+    ours = gpu32.forward(*args)["last_hidden_state"]
+    ref = encoder.forward(*args)["last_hidden_state"]
+    assert_close(ours, ref, 2e-4, 1e-4, name="last_hidden_state")
+
+
+@pytest.mark.parametrize("dtype, min_cos", [("float32", 0.999999), ("float16", 0.9999), ("bfloat16", 0.9999)])
+def test_cosine_to_numpy_engine(model_dir, reference, dtype, min_cos):
+    """The embedding cosine targets; the empty string (CLS, SEP) and "Hi" average the fewest tokens."""
+    torch_dtype(dtype)  # skips bf16 on GPUs without it
+    enc = SentenceEncoder(model_dir, backend="triton", device=DEVICE, dtype=dtype)
+    emb, ref = enc.encode(SENTENCES), reference
+    cos = (emb * ref).sum(axis=1) / np.linalg.norm(emb, axis=1) / np.linalg.norm(ref, axis=1)
+    assert cos.min() >= min_cos, f"{dtype}: cosine to the fp32 NumPy engine {cos}"
+
+
+def test_errors(model_dir, gpu32, monkeypatch):
+    with pytest.raises(InvalidArgumentError, match="dtype"):
+        SentenceEncoder(model_dir, backend="triton", device=DEVICE, dtype="float64")
+    with pytest.raises(InvalidArgumentError, match="device"):
+        SentenceEncoder(model_dir, backend="numpy", device="cuda")
+    with pytest.raises(InvalidArgumentError, match="numpy"):
+        gpu32.forward_train({})
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.raises(InvalidArgumentError, match="TRITON_INTERPRET"):
+        SentenceEncoder(model_dir, backend="triton", device="cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(InvalidArgumentError, match="CUDA GPU"):
+            SentenceEncoder(model_dir, backend="triton", device="cuda")

@@ -1,0 +1,234 @@
+"""Every op's forward and backward against torch autograd, in float64 and float32, over random shapes and masks.
+
+Both engines run the same inputs in the same dtype; the loss is L = sum(out * dout) for one random dout. Losses
+are compared with sentence-transformers' formulas written in torch (MultipleNegativesRankingLoss,
+CosineSimilarityLoss).
+"""
+
+import math
+from functools import partial
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from npminilm.nn import losses, ops
+from tests.helpers import assert_close, make_mask, pool_op, rel_error
+
+# (dtype, tolerance): atol = tolerance * max|torch| for each tensor (a max relative error), rtol = tolerance
+TOLERANCES = [(np.float64, 1e-9), (np.float32, 1e-4)]
+TORCH = {np.float64: torch.float64, np.float32: torch.float32}
+
+SIZES = st.sampled_from([1, 2, 3, 5, 7, 11])
+LENGTHS = st.sampled_from([1, 2, 3, 5, 7, 9, 17, 33])
+MASKS = st.sampled_from(["random", "right", "left", "one", "full", "empty_row"])
+
+
+# ------------------------------------------------------------- cases: (numpy fwd, numpy bwd, torch fn, inputs)
+
+
+def case_linear(data, rng):
+    lead = data.draw(st.lists(SIZES, min_size=1, max_size=2))
+    n_in, n_out = data.draw(SIZES), data.draw(SIZES)
+    inputs = {"x": rng.standard_normal((*lead, n_in)), "weight": rng.standard_normal((n_out, n_in)),
+              "bias": rng.standard_normal(n_out)}
+    return ops.linear_forward, ops.linear_backward, F.linear, inputs
+
+
+def case_embedding(data, rng):
+    V, C, B, T = data.draw(SIZES), data.draw(SIZES), data.draw(SIZES), data.draw(LENGTHS)
+    ids = rng.integers(0, V, size=(B, T))
+    return (lambda w: ops.embedding_forward(ids, w), ops.embedding_backward,
+            lambda w: F.embedding(torch.from_numpy(ids), w), {"weight": rng.standard_normal((V, C))})
+
+
+def case_layernorm(data, rng):
+    lead = data.draw(st.lists(SIZES, min_size=1, max_size=2))
+    C, eps = data.draw(st.sampled_from([3, 7, 13, 32, 384])), data.draw(st.sampled_from([1e-12, 1e-5]))
+    inputs = {"x": rng.standard_normal((*lead, C)) * 2.0 + 0.5, "weight": rng.standard_normal(C),
+              "bias": rng.standard_normal(C)}
+    return (lambda x, w, b: ops.layernorm_forward(x, w, b, eps), ops.layernorm_backward,
+            lambda x, w, b: F.layer_norm(x, (C,), w, b, eps), inputs)
+
+
+def case_gelu(data, rng):
+    x = rng.standard_normal(data.draw(st.lists(SIZES, min_size=1, max_size=3))) * 3.0
+    x.reshape(-1)[0] = rng.uniform(-2.0, 2.0)  # an O(1) gradient: the far tails are compared against it
+    forward = partial(ops.gelu_forward, save_derivative=data.draw(st.booleans()))
+    return forward, ops.gelu_backward, lambda t: F.gelu(t, approximate="none"), {"x": x}
+
+
+def case_softmax(data, rng):
+    shape = data.draw(st.lists(SIZES, min_size=1, max_size=3))
+    axis = -1 - data.draw(st.integers(0, 2)) % len(shape)
+    return (lambda x: ops.softmax_forward(x, axis=axis), ops.softmax_backward, lambda t: F.softmax(t, dim=axis),
+            {"x": rng.standard_normal(shape) * 3.0})
+
+
+def _case_attention(causal):
+    def case(data, rng):
+        B, T = data.draw(st.sampled_from([1, 2, 3])), data.draw(LENGTHS)
+        NH, hs = data.draw(st.sampled_from([1, 2, 3])), data.draw(st.sampled_from([1, 4, 5]))
+        kind = data.draw(st.one_of(st.none(), MASKS))
+        mask = None if kind is None else make_mask(kind, B, T, rng)
+        allowed = torch.ones(B, 1, T, T, dtype=torch.bool)
+        if mask is not None:
+            allowed = allowed & torch.from_numpy(mask != 0)[:, None, None, :]
+        if causal:
+            allowed = allowed & torch.ones(T, T, dtype=torch.bool).tril()
+
+        def heads(t):  # (B, T, C) -> (B, NH, T, hs)
+            return t.reshape(B, T, NH, hs).transpose(1, 2)
+
+        def reference(q, k, v):
+            if allowed.any(-1).all():  # every query sees a key: torch's own fused attention applies
+                y = F.scaled_dot_product_attention(heads(q), heads(k), heads(v), attn_mask=allowed)
+            else:  # a fully masked row is NaN in SDPA; HF's formula (lowest finite score) gives uniform weights
+                s = heads(q) @ heads(k).transpose(-1, -2) / math.sqrt(hs)
+                s = s.masked_fill(~allowed, torch.finfo(s.dtype).min)
+                y = F.softmax(s, dim=-1) @ heads(v)
+            return y.transpose(1, 2).reshape(B, T, NH * hs)
+
+        inputs = {n: rng.standard_normal((B, T, NH * hs)) for n in ("q", "k", "v")}
+        return (lambda q, k, v: ops.attention_forward(q, k, v, NH, mask, causal=causal), ops.attention_backward,
+                reference, inputs)
+
+    return case
+
+
+def case_add(data, rng):
+    shape = data.draw(st.lists(SIZES, min_size=1, max_size=3))
+    return ops.add_forward, ops.add_backward, torch.add, {"a": rng.standard_normal(shape),
+                                                          "b": rng.standard_normal(shape)}
+
+
+def _case_pool(pool):
+    def case(data, rng):
+        B, T, C = data.draw(SIZES), data.draw(LENGTHS), data.draw(SIZES)
+        mask = make_mask(data.draw(MASKS), B, T, rng, allow_empty=pool != "max")
+        m = torch.from_numpy(mask)[:, :, None]
+
+        def reference(h):  # sentence-transformers' Pooling, written out
+            mf = m.to(h.dtype)
+            if pool in ("mean", "mean_sqrt_len"):
+                count = torch.clamp(mf.sum(1), min=1e-9)
+                return (h * mf).sum(1) / (count.sqrt() if pool == "mean_sqrt_len" else count)
+            if pool == "max":
+                return h.masked_fill(m == 0, -1e9).max(dim=1).values
+            return h[torch.arange(B), (m[:, :, 0] != 0).int().argmax(dim=1)]
+
+        forward, backward = pool_op(pool, mask)
+        return forward, backward, reference, {"h": rng.standard_normal((B, T, C))}
+
+    return case
+
+
+def case_l2_normalize(data, rng):
+    # C >= 2: a length-1 row normalises to +-1 whatever x is; dx = 0 exactly and torch gives noise of size 1/|x|
+    C = data.draw(st.sampled_from([2, 3, 7, 384]))
+    x = rng.standard_normal((*data.draw(st.lists(SIZES, max_size=2)), C))
+    x *= data.draw(st.sampled_from([1e-3, 1.0, 1e3]))
+    return ops.l2_normalize_forward, ops.l2_normalize_backward, lambda t: F.normalize(t, dim=-1), {"x": x}
+
+
+def case_tanh(data, rng):
+    x = rng.standard_normal(data.draw(st.lists(SIZES, min_size=1, max_size=3))) * 2.0
+    return ops.tanh_forward, ops.tanh_backward, torch.tanh, {"x": x}
+
+
+def case_cross_entropy(data, rng):
+    lead = data.draw(st.lists(SIZES, min_size=1, max_size=2))
+    V = data.draw(st.sampled_from([1, 2, 7, 13, 50, 1023]))
+    targets = rng.integers(0, V, size=lead)
+    targets[rng.random(lead) < data.draw(st.floats(0.0, 0.9))] = -100
+    targets.reshape(-1)[0] = 0
+    t = torch.from_numpy(targets.reshape(-1))
+    return (lambda x: losses.cross_entropy_forward(x, targets), losses.cross_entropy_backward,
+            lambda x: F.cross_entropy(x.reshape(-1, V), t, ignore_index=-100),
+            {"logits": rng.standard_normal((*lead, V)) * 3.0})
+
+
+def case_mnrl(data, rng):
+    B, extra, C = data.draw(SIZES), data.draw(st.sampled_from([0, 1, 4])), data.draw(st.sampled_from([2, 7, 32]))
+    scale = data.draw(st.sampled_from([1.0, 20.0]))
+
+    def reference(a, p):  # MultipleNegativesRankingLoss: cross_entropy(cos_sim(a, p) * scale, arange(B))
+        scores = F.normalize(a, p=2, dim=1) @ F.normalize(p, p=2, dim=1).T * scale
+        return F.cross_entropy(scores, torch.arange(B))
+
+    return (lambda a, p: losses.mnrl_forward(a, p, scale=scale), losses.mnrl_backward, reference,
+            {"anchors": rng.standard_normal((B, C)), "positives": rng.standard_normal((B + extra, C))})
+
+
+def case_cosine_mse(data, rng):
+    B, C = data.draw(SIZES), data.draw(st.sampled_from([2, 7, 32]))
+    labels = rng.uniform(-1.0, 1.0, size=B)
+
+    def reference(a, b):  # CosineSimilarityLoss: MSELoss()(cosine_similarity(a, b), labels)
+        return F.mse_loss(torch.cosine_similarity(a, b), torch.from_numpy(labels).to(a.dtype))
+
+    return (lambda a, b: losses.cosine_mse_forward(a, b, labels), losses.cosine_mse_backward, reference,
+            {"a": rng.standard_normal((B, C)), "b": rng.standard_normal((B, C))})
+
+
+CASES = {
+    "linear": case_linear,
+    "embedding": case_embedding,
+    "layernorm": case_layernorm,
+    "gelu": case_gelu,
+    "softmax": case_softmax,
+    "attention": _case_attention(causal=False),
+    "attention_causal": _case_attention(causal=True),
+    "add": case_add,
+    "mean_pool": _case_pool("mean"),
+    "mean_sqrt_len_pool": _case_pool("mean_sqrt_len"),
+    "cls_pool": _case_pool("cls"),
+    "max_pool": _case_pool("max"),
+    "l2_normalize": case_l2_normalize,
+    "tanh": case_tanh,
+    "cross_entropy": case_cross_entropy,
+    "mnrl": case_mnrl,
+    "cosine_mse": case_cosine_mse,
+}
+
+
+def compare(name, data, seed, dtype):
+    """Run one case in both engines; returns {tensor: max relative error} after asserting the tolerance."""
+    rng = np.random.default_rng(seed)
+    forward, backward, reference, inputs = CASES[name](data, rng)
+    xs = {n: np.asarray(x, dtype) for n, x in inputs.items()}
+    out, cache = forward(*xs.values())
+    dout = rng.standard_normal(np.shape(out)).astype(dtype)
+    grads = backward(dout, cache)
+
+    ts = {n: torch.from_numpy(x.copy()).requires_grad_() for n, x in xs.items()}
+    ref = reference(*ts.values())
+    (ref * torch.from_numpy(np.asarray(dout))).sum().backward()
+
+    tol = dict(TOLERANCES)[dtype]
+    errors = {}
+    pairs = [("out", out, ref.detach().numpy())] + [(f"d{n}", g, ts[n].grad.numpy()) for n, g in zip(ts, grads)]
+    case_scale = max(float(np.abs(theirs).max(initial=0.0)) for _, _, theirs in pairs)
+    for tensor, ours, theirs in pairs:
+        assert np.asarray(ours).dtype == dtype, f"{name} {tensor}: {np.asarray(ours).dtype} out of {dtype}"
+        scale = float(np.abs(theirs).max(initial=0.0))
+        if scale <= 64 * np.finfo(dtype).eps * case_scale:
+            # the exact value is 0 (a query that sees one key gives dq = 0, a length-1 vector has dx = 0): torch
+            # returns rounding noise, so ours must be noise too, measured against the case's largest tensor
+            assert max(float(np.abs(ours).max(initial=0.0)), scale) <= tol * case_scale, f"{name} {tensor}"
+            errors[tensor] = 0.0
+            continue
+        assert_close(ours, theirs, atol=tol * scale, rtol=tol, name=f"{name} {tensor} ({np.dtype(dtype)})")
+        errors[tensor] = rel_error(ours, theirs)
+    return errors
+
+
+@pytest.mark.parametrize("dtype", [d for d, _ in TOLERANCES], ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("name", list(CASES))
+@settings(max_examples=25)
+@given(data=st.data(), seed=st.integers(0, 2**32 - 1))
+def test_matches_torch_autograd(name, dtype, data, seed):
+    compare(name, data, seed, dtype)
