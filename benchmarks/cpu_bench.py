@@ -1,7 +1,7 @@
 """CPU throughput, side by side in one process: npminilm vs sentence-transformers (torch CPU), and onnxruntime on an
 ONNX export of the same model when onnxruntime is installed, in alternating rounds.
 
-    python benchmarks/cpu_bench.py [--rounds 3] [--out benchmarks/results/cpu_bench-DATE-HHMM.md]
+    python benchmarks/cpu_bench.py [--rounds 3] [--out benchmarks/results/cpu_bench/cpu_bench-DATE-HHMM.md]
 
 Workloads: the 2,758 STSb test sentences and 200 passages of 200 words from Tiny Shakespeare (truncated at
 256 tokens), at batch sizes 32 and 128. Prints sentences/s per engine, the ratio to ST (the median over rounds),
@@ -9,7 +9,7 @@ and the achieved GFLOP/s (real tokens only: L * n * (8C^2 + 4CI + 4nC) for a tex
 token at n = 128) as a share of the sgemm rate measured in the same run. Then the tokenizer against the HF fast
 tokenizer called one text at a time (and a check that the ids agree), cold start (a fresh process: import, load,
 first embedding) and peak RSS (a fresh process encoding the STSb sentences). Writes the tables with the machine,
-versions and date to benchmarks/results/.
+versions and date to benchmarks/results/cpu_bench/.
 """
 
 import argparse
@@ -152,7 +152,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", type=Path,
-                        default=ROOT / "benchmarks" / "results" / f"cpu_bench-{datetime.datetime.now():%Y-%m-%d-%H%M}.md")
+                        default=ROOT / "benchmarks" / "results" / "cpu_bench" / f"cpu_bench-{datetime.datetime.now():%Y-%m-%d-%H%M}.md")
     args = parser.parse_args()
     load_before = os.getloadavg()
 

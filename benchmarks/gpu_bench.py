@@ -1,6 +1,6 @@
 """GPU throughput: sentence-transformers (fp32, fp16; SDPA) vs npminilm's Triton backend (fp16, bf16, fp32).
 
-    python benchmarks/gpu_bench.py [--rounds 3] [--out benchmarks/results/gpu_bench-DATE.md]
+    python benchmarks/gpu_bench.py [--rounds 3] [--out benchmarks/results/gpu_bench/gpu_bench-DATE.md]
     python benchmarks/gpu_bench.py --smoke --out /tmp/smoke.md    # no GPU: the whole script, tiny, interpreted
 
 Workloads: the 2,758 STSb test sentences and 256-token passages (220 words of Tiny Shakespeare each,
@@ -93,9 +93,9 @@ def cosines(a, b):
 
 def kernel_table(torch, device, rounds, smoke=False):
     import torch.nn.functional as F
-    from kernels.attention import attention
-    from kernels.ffn_gelu import linear_gelu
-    from kernels.linear_residual_layernorm import linear_residual_layernorm
+    from npminilm.kernels.attention import attention
+    from npminilm.kernels.ffn_gelu import linear_gelu
+    from npminilm.kernels.linear_residual_layernorm import linear_residual_layernorm
 
     lines = ["| op | shape | ours ms | torch ms | torch / ours |", "|---|---|---|---|---|"]
     B, NH, hs = (2, 12, 32) if smoke else (128, 12, 32)
@@ -128,7 +128,7 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--smoke", action="store_true", help="tiny run on the CPU in Triton's interpreter")
     parser.add_argument("--out", type=Path,
-                        default=ROOT / "benchmarks" / "results" / f"gpu_bench-{datetime.date.today()}.md")
+                        default=ROOT / "benchmarks" / "results" / "gpu_bench" / f"gpu_bench-{datetime.date.today()}.md")
     args = parser.parse_args(argv)
     torch, device = require_device(args.smoke)
     from sentence_transformers import SentenceTransformer

@@ -4,7 +4,7 @@ One step = forward, cross-entropy, backward, gradient clipping and an AdamW upda
 tiny Shakespeare (char tokenizer), the published configuration by default (128-dim, 2 blocks, 4 heads, context 64,
 dropout 0.2, batch 32). Both run on the same threads (OpenBLAS via threadpoolctl, torch.set_num_threads), after
 warm-up steps, in alternating rounds (A/B/A/B...) so drift on the machine falls on both. Reports steps/s,
-tokens/s and the ratio npminilm / torch (>= 1.0: not slower), and writes benchmarks/results/lm_bench-DATE.md.
+tokens/s and the ratio npminilm / torch (>= 1.0: not slower), and writes benchmarks/results/lm_bench/lm_bench-DATE.md.
 
     python benchmarks/lm_bench.py --data ../shared/data/tinyshakespeare/input.txt --threads 2
 """
@@ -32,10 +32,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import lm_torch_reference as ref  # noqa: E402
 
 import npminilm  # noqa: E402
-from npminilm.gpt import GPTConfig, init_params, is_decayed  # noqa: E402
-from npminilm.lm_train import TrainConfig, get_batch, loss_and_grads  # noqa: E402
-from npminilm.optim import AdamW, clip_grad_norm  # noqa: E402
-from npminilm.parallel import worker_pool  # noqa: E402
+from npminilm.decoder.config import GPTConfig  # noqa: E402
+from npminilm.decoder.model import init_params, is_decayed  # noqa: E402
+from npminilm.decoder.train import TrainConfig, get_batch, loss_and_grads  # noqa: E402
+from npminilm.nn.optim import AdamW, clip_grad_norm  # noqa: E402
+from npminilm.runtime.parallel import worker_pool  # noqa: E402
 
 
 def main(argv=None):
@@ -53,7 +54,7 @@ def main(argv=None):
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--steps", type=int, default=10, help="steps per round")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--out", default=None, help="results markdown (default benchmarks/results/lm_bench-DATE.md)")
+    ap.add_argument("--out", default=None, help="results markdown (default benchmarks/results/lm_bench/lm_bench-DATE.md)")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
 
@@ -126,7 +127,9 @@ def main(argv=None):
     print(f"ratio npminilm / torch (steps/s, medians): {ratio:.2f}")
 
     now = datetime.datetime.now(datetime.timezone.utc)
-    out = Path(a.out) if a.out else Path(__file__).resolve().parent / "results" / f"lm_bench-{now:%Y-%m-%d}.md"
+    results = Path(__file__).resolve().parent / "results" / "lm_bench"
+    out = Path(a.out) if a.out else results / f"lm_bench-{now:%Y-%m-%d}.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
     cpu = platform.processor() or platform.machine()
     try:
         for line in open("/proc/cpuinfo"):

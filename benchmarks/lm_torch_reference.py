@@ -1,13 +1,13 @@
-"""The npminilm GPT (npminilm/gpt.py) written compactly in PyTorch, trained as `npminilm lm train` trains it.
+"""The npminilm GPT (npminilm/decoder/model.py) written compactly in PyTorch, trained as `npminilm lm train` trains it.
 
 Same model: token + learned position embeddings, pre-LN blocks (causal multi-head attention, exact-GELU FFN 4x),
 final LayerNorm, LM head tied to the token embedding; dropout on the embeddings, on the merged attention heads
 (before c_proj) and on both residual branches; GPT-2 initialisation (N(0, 0.02), c_proj N(0, 0.02/sqrt(2L))).
 Same training: char tokenizer (sorted characters), first 90% train / last 10% held out, random windows drawn by
-numpy's default_rng(seed) exactly as lm_train.get_batch draws them, AdamW betas (0.9, 0.99), eps 1e-8, weight decay
-on matrices only (not biases / LayerNorms), gradient clipping at 1.0, npminilm's warm-up + cosine schedule
-(`--warmup-iters 0 --min-lr LR` makes it constant), evaluation on eval_iters batches from default_rng([seed, 1]) --
-the very batches npminilm evaluates on.
+numpy's default_rng(seed) exactly as npminilm.decoder.train.get_batch draws them, AdamW betas (0.9, 0.99),
+eps 1e-8, weight decay on matrices only (not biases / LayerNorms), gradient clipping at 1.0, npminilm's warm-up +
+cosine schedule (`--warmup-iters 0 --min-lr LR` makes it constant), evaluation on eval_iters batches from
+default_rng([seed, 1]) -- the very batches npminilm evaluates on.
 
     python benchmarks/lm_torch_reference.py --data ../shared/data/tinyshakespeare/input.txt --lr 3e-4 \
         --min-lr 3e-4 --warmup-iters 0 --iters 4000 --eval-interval 500 --eval-iters 50 --json out.json
