@@ -194,3 +194,12 @@ def test_each_class_and_constant_is_defined_once():
         where.setdefault((kind, name), []).append(module)
     twice = {f"{kind} {name}": modules for (kind, name), modules in where.items() if len(modules) > 1}
     assert not twice, f"defined in more than one module: {twice}"
+
+
+def test_the_readme_layout_table_shows_every_folder():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = readme[readme.index("## Layout"):].split("\n## ", 1)[0]
+    folders = sorted({path.parent.relative_to(ROOT).as_posix() for name, path in FILES.items()
+                      if is_package(name) and name != "npminilm"})
+    missing = [f for f in folders if f"`{f}/`" not in table]
+    assert not missing, f"folders missing from the README's layout table: {missing}"
