@@ -9,7 +9,9 @@ import triton.language as tl
 from .dot import cast_to, dot_acc
 
 LOG2E = 1.4426950408889634
-FLOAT32_LOWEST = -3.4028234663852886e38  # what npminilm.nn.ops.attention_forward writes into disallowed scores
+# what npminilm.nn.ops.attention_forward writes into disallowed scores. A global read inside a @triton.jit function
+# must be a constexpr: the interpreter takes a plain float, the GPU compiler rejects it.
+FLOAT32_LOWEST: tl.constexpr = tl.constexpr(-3.4028234663852886e38)
 
 
 # For one sequence of length T, one head, queries i and keys j (hs = head size, s = 1/sqrt(hs)):
@@ -23,7 +25,7 @@ FLOAT32_LOWEST = -3.4028234663852886e38  # what npminilm.nn.ops.attention_forwar
 # Layout: row r of a (rows, NH * hs) tensor holds token r; head h is the column slice [h hs, (h + 1) hs).
 # Packed (VARLEN): sequence b is rows cu_seqlens[b] .. cu_seqlens[b + 1], no row of padding is ever read.
 # Padded: sequence b is rows b T .. b T + T, and key_mask[b, j] == 0 marks padding keys.
-@triton.jit
+@triton.jit(do_not_specialize=["stride_mb", "T"])  # one compile for every sequence length
 def _attention_fwd_kernel(
     Q, K, V, O, LSE, CU_SEQLENS, KEY_MASK,
     stride_qb, stride_qt, stride_kb, stride_kt, stride_vb, stride_vt, stride_ob, stride_ot, stride_mb,
@@ -97,6 +99,28 @@ def _attention_fwd_kernel(
             tl.store(LSE + lse_rows * NH + h, lse, mask=row_ok)
 
 
+# (longest sequence of the class, (BLOCK_M, BLOCK_N, num_warps, num_stages)), by storage dtype. Short sequences
+# take small tiles (a 16-token sentence in a 64-row tile is three quarters padding); 64-row tiles from 33 tokens
+# on let sm_90 use wgmma. Each entry is the one of the candidates compiled (tools/kernel_compile.py) that spills no
+# register on sm_80 or sm_90 at head sizes 32 and 64, packed or padded, causal or not: 32-row tiles with 2 warps
+# and 64-row tiles with 4 spill in some of those.
+ATTENTION_TILES = {
+    "half": ((16, (16, 16, 1, 2)), (32, (32, 32, 4, 2)), (None, (64, 64, 8, 2))),
+    "float32": ((None, (64, 32, 8, 1)),),  # ieee fp32 dots: smaller tiles, fewer warps or more stages spill
+}
+
+
+def attention_config(T, dtype, device_type):
+    """The launch for sequences of up to T tokens: {BLOCK_M, BLOCK_N, num_warps, num_stages}. The one place the
+    launcher chooses, so the compile test sweeps exactly what runs."""
+    if device_type == "cpu":  # the interpreter pays per program and per op, not per flop: one tile up to 64 rows
+        block = min(64, max(16, triton.next_power_of_2(T)))
+        return {"BLOCK_M": block, "BLOCK_N": block, "num_warps": 4, "num_stages": 1}
+    for longest, (block_m, block_n, warps, stages) in ATTENTION_TILES["float32" if dtype == torch.float32 else "half"]:
+        if longest is None or T <= longest:
+            return {"BLOCK_M": block_m, "BLOCK_N": block_n, "num_warps": warps, "num_stages": stages}
+
+
 def _dot_precision(dtype):
     # fp32 inputs must not be rounded to tf32 on the GPU: the fp32 engine matches NumPy to 1e-4
     return "ieee" if dtype == torch.float32 else "tf32"
@@ -148,9 +172,9 @@ def attention(q, k, v, n_head, cu_seqlens=None, max_seqlen=None, key_padding_mas
     lse = torch.empty((rows, n_head), dtype=torch.float32, device=q.device) if return_lse else o
     if B == 0 or T == 0:
         return (o, lse) if return_lse else o
-    small = max(16, triton.next_power_of_2(T))
-    block_m = block_m or min(64, small)
-    block_n = block_n or min(64, small)
+    config = attention_config(T, q.dtype, q.device.type)
+    if block_m or block_n:  # tests pin tiles to exercise several key blocks on short sequences
+        config = {**config, "BLOCK_M": block_m or config["BLOCK_M"], "BLOCK_N": block_n or config["BLOCK_N"]}
     if varlen:
         cu = cu_seqlens.to(device=q.device, dtype=torch.int32)
         sb = (0, 0, 0, 0)
@@ -160,14 +184,14 @@ def attention(q, k, v, n_head, cu_seqlens=None, max_seqlen=None, key_padding_mas
     mask = key_padding_mask
     if mask is not None:
         mask = mask.to(device=q.device, dtype=torch.int32).contiguous()
-    grid = (triton.cdiv(T, block_m), B * n_head)
+    grid = (triton.cdiv(T, config["BLOCK_M"]), B * n_head)
     _attention_fwd_kernel[grid](
         q, k, v, o, lse, cu, mask if mask is not None else o,
         sb[0], q.stride(-2), sb[1], k.stride(-2), sb[2], v.stride(-2), sb[3], o.stride(-2),
         T if mask is not None else 0,
         T, n_head, hs, LOG2E / math.sqrt(hs),
-        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=max(16, triton.next_power_of_2(hs)),
-        VARLEN=varlen, HAS_MASK=mask is not None, CAUSAL=bool(causal), STORE_LSE=return_lse,
-        DOT_PRECISION=_dot_precision(q.dtype), CPU_BF16=_cpu_bf16(q),
+        BLOCK_D=max(16, triton.next_power_of_2(hs)), VARLEN=varlen, HAS_MASK=mask is not None,
+        CAUSAL=bool(causal), STORE_LSE=return_lse, DOT_PRECISION=_dot_precision(q.dtype), CPU_BF16=_cpu_bf16(q),
+        **config,
     )
     return (o, lse) if return_lse else o

@@ -1,5 +1,5 @@
-"""The tile helpers the kernels share: tl.dot into an fp32 accumulator, the K loop of a GEMM tile, and the cast
-from fp32 to a storage dtype.
+"""The tile helpers the kernels share: tl.dot into an fp32 accumulator, the K loop of a GEMM tile and the order
+of GEMM tiles, a LayerNorm over the rows of a tile, and the cast from fp32 to a storage dtype.
 
 Both carry a workaround for bfloat16 in Triton's CPU interpreter (CPU_BF16: bf16 tensors on the interpreter),
 which multiplies bf16 dot operands as raw uint16 and casts fp32 to bf16 by truncation where GPUs round to nearest
@@ -37,6 +37,34 @@ def matmul_tile(X, W, offs_m, offs_n, M, N, K, stride_xm, stride_wn, BLOCK_M: tl
                     mask=n_ok[None, :] & k_ok[:, None], other=0.0)  # (BLOCK_K, BLOCK_N) tile of W^T
         acc = dot_acc(x, w, acc, DOT_PRECISION, CPU_BF16)
     return acc
+
+
+# Program `pid` of a GEMM grid takes the tile (pid_m, pid_n). Tiles go GROUP_M rows of tiles at a time, column by
+# column, so programs running together share the same W columns (and X rows) in L2.
+@triton.jit
+def grouped_tile(pid, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
+    """(pid_m, pid_n) of program `pid`."""
+    n_m = tl.cdiv(M, BLOCK_M)
+    n_n = tl.cdiv(N, BLOCK_N)
+    group = pid // (GROUP_M * n_n)
+    first_m = group * GROUP_M
+    group_size = tl.minimum(n_m - first_m, GROUP_M)
+    pid_m = first_m + (pid % (GROUP_M * n_n)) % group_size
+    pid_n = (pid % (GROUP_M * n_n)) // group_size
+    return pid_m, pid_n
+
+
+# Each row z of a (rows, BLOCK_N) fp32 tile, whose first N columns are real (n_ok):
+#   mean = sum_j z_j / N,   rstd = 1 / sqrt(sum_j (z_j - mean)^2 / N + eps),   out = (z - mean) rstd g + beta
+@triton.jit
+def layernorm_rows(z, offs_n, n_ok, LN_W, LN_B, N, eps):
+    """(out, mean, rstd) of LayerNorm over the rows of z; columns past N are ignored and come out as beta = 0."""
+    mean = tl.sum(tl.where(n_ok[None, :], z, 0.0), 1) / N
+    zc = tl.where(n_ok[None, :], z - mean[:, None], 0.0)
+    rstd = 1.0 / tl.sqrt(tl.sum(zc * zc, 1) / N + eps)
+    g = tl.load(LN_W + offs_n, mask=n_ok, other=0.0).to(tl.float32)
+    beta = tl.load(LN_B + offs_n, mask=n_ok, other=0.0).to(tl.float32)
+    return zc * rstd[:, None] * g[None, :] + beta[None, :], mean, rstd
 
 
 # Round to nearest even on the bits: add 0x7FFF plus the lowest kept bit, then drop the low 16 bits. A carry out

@@ -4,7 +4,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .dot import cast_to
+from .dot import cast_to, layernorm_rows
 
 
 # For token r with word id w_r, position p_r and type t_r (tables Wd (V, C), P (maxpos, C), Ty (types, C)):
@@ -12,7 +12,7 @@ from .dot import cast_to
 #   out_r = (e_r - mean(e_r)) / sqrt(var(e_r) + eps) * g + beta
 # One program takes BLOCK_M tokens; a row of C values is gathered from each table, summed and normalised in
 # registers. Positions are given per token, so packed sequences restart at 0 without any padding.
-@triton.jit
+@triton.jit(do_not_specialize=["M"])
 def _embeddings_layernorm_kernel(
     IDS, POS, TYPES, WORD, POSITION, TYPE, LN_W, LN_B, Y, M, C, eps,
     BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, CPU_BF16: tl.constexpr,
@@ -28,12 +28,7 @@ def _embeddings_layernorm_kernel(
     e = tl.load(WORD + ids[:, None] * C + offs_c[None, :], mask=ok, other=0.0).to(tl.float32)
     e += tl.load(POSITION + pos[:, None] * C + offs_c[None, :], mask=ok, other=0.0).to(tl.float32)
     e += tl.load(TYPE + typ[:, None] * C + offs_c[None, :], mask=ok, other=0.0).to(tl.float32)
-    mean = tl.sum(e, 1) / C
-    ec = tl.where(c_ok[None, :], e - mean[:, None], 0.0)
-    rstd = 1.0 / tl.sqrt(tl.sum(ec * ec, 1) / C + eps)
-    g = tl.load(LN_W + offs_c, mask=c_ok, other=0.0).to(tl.float32)
-    beta = tl.load(LN_B + offs_c, mask=c_ok, other=0.0).to(tl.float32)
-    out = ec * rstd[:, None] * g[None, :] + beta[None, :]
+    out, _, _ = layernorm_rows(e, offs_c, c_ok, LN_W, LN_B, C, eps)
     tl.store(Y + offs_m[:, None] * C + offs_c[None, :], cast_to(out, Y.dtype.element_ty, CPU_BF16), mask=ok)
 
 
@@ -57,10 +52,19 @@ def embeddings_layernorm(input_ids, position_ids, token_type_ids, word, position
         raise ValueError(f"tables must share one of float16, bfloat16, float32, got {sorted(map(str, dtypes))}")
     out = torch.empty((M, C), dtype=word.dtype, device=word.device)
     if M:
-        block_m = 64 if word.device.type == "cpu" else 4
-        _embeddings_layernorm_kernel[(triton.cdiv(M, block_m),)](
+        config = embeddings_layernorm_config(C, word.device.type)
+        _embeddings_layernorm_kernel[(triton.cdiv(M, config["BLOCK_M"]),)](
             input_ids.reshape(-1), position_ids.reshape(-1), token_type_ids.reshape(-1), word, position, token_type,
-            ln_weight, ln_bias, out, M, C, float(eps), BLOCK_M=block_m, BLOCK_C=triton.next_power_of_2(C),
-            CPU_BF16=word.dtype == torch.bfloat16 and word.device.type == "cpu",
+            ln_weight, ln_bias, out, M, C, float(eps),
+            CPU_BF16=word.dtype == torch.bfloat16 and word.device.type == "cpu", **config,
         )
     return out
+
+
+def embeddings_layernorm_config(C, device_type):
+    """{BLOCK_M, BLOCK_C, num_warps}: tokens per program, the row width, the launch's warps (the one place the
+    launcher chooses). A GPU program takes a few rows, so even one sentence spreads over several SMs."""
+    block_c = triton.next_power_of_2(C)
+    if device_type == "cpu":  # the interpreter pays per program: many rows each
+        return {"BLOCK_M": 64, "BLOCK_C": block_c, "num_warps": 4}
+    return {"BLOCK_M": 4, "BLOCK_C": block_c, "num_warps": 4}

@@ -1,33 +1,26 @@
 """GEMM + bias + exact-erf GELU in one kernel (the FFN up-projection); with the GELU off, a plain linear (QKV)."""
 
+import functools
+
 import torch
 import triton
 import triton.language as tl
 
-from .dot import cast_to, matmul_tile
+from .dot import cast_to, grouped_tile, matmul_tile
 
 
 # x (M, K), W (N, K) stored [out, in] as in HF checkpoints, b (N,):
 #   y = x W^T + b                                  (accumulated in fp32, one BLOCK_M x BLOCK_N tile a program)
 #   out = GELU(y) = 0.5 y (1 + erf(y / sqrt 2))    (exact erf, HF's "gelu"; skipped when APPLY_GELU is off)
-# W^T is read through strides, never transposed in memory. Program tiles are grouped GROUP_M rows of tiles at
-# a time so neighbouring programs reuse the same W columns from L2.
-@triton.jit
+# W^T is read through strides, never transposed in memory; tiles are ordered by `grouped_tile`.
+@triton.jit(do_not_specialize=["M"])
 def _linear_gelu_kernel(
     X, W, BIAS, Y, M, N, K,
     stride_xm, stride_wn, stride_ym,
     APPLY_GELU: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     GROUP_M: tl.constexpr, DOT_PRECISION: tl.constexpr, CPU_BF16: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    n_m = tl.cdiv(M, BLOCK_M)
-    n_n = tl.cdiv(N, BLOCK_N)
-    group = pid // (GROUP_M * n_n)
-    first_m = group * GROUP_M
-    group_size = tl.minimum(n_m - first_m, GROUP_M)
-    pid_m = first_m + (pid % (GROUP_M * n_n)) % group_size
-    pid_n = (pid % (GROUP_M * n_n)) // group_size
-
+    pid_m, pid_n = grouped_tile(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, GROUP_M)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     m_ok = offs_m < M
@@ -41,9 +34,37 @@ def _linear_gelu_kernel(
              mask=m_ok[:, None] & n_ok[None, :])
 
 
-def _blocks(device):
-    # the interpreter pays per program and per op, not per flop: fewer, larger tiles there
-    return (64, 256, 128, 4) if device.type == "cpu" else (64, 64, 32, 4)
+# (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) by storage dtype and size: a batch of a few sentences takes
+# 16-row tiles (mma.sync); 64-row and larger tiles let sm_90 use wgmma, and 128 x 128 tiles are taken only when
+# there are enough of them for every SM. fp32 (no tensor cores, ieee dots) keeps 32-deep K steps.
+GEMM_TILES = {
+    "half": {"few_rows": (16, 64, 64, 4, 3), "medium": (64, 64, 64, 4, 3), "large": (128, 128, 64, 8, 3)},
+    "float32": {"few_rows": (16, 64, 32, 4, 3), "medium": (64, 64, 32, 4, 3), "large": (64, 64, 32, 4, 3)},
+}
+
+
+def linear_config(M, N, dtype, device_type, num_sms=132):
+    """{BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, num_warps, num_stages} for an (M, N) output: the one place the
+    launcher (and linear_residual_layernorm's split path) chooses, so the compile test sweeps exactly what runs.
+    `num_sms` is the GPU's count of streaming multiprocessors (an H100's by default)."""
+    if device_type == "cpu":  # the interpreter pays per program and per op, not per flop: fewer, larger tiles
+        return {"BLOCK_M": min(64, max(16, triton.next_power_of_2(M))), "BLOCK_N": 256, "BLOCK_K": 128,
+                "GROUP_M": 4, "num_warps": 4, "num_stages": 1}
+    size = "few_rows" if M <= 16 else "large" if triton.cdiv(M, 128) * triton.cdiv(N, 128) >= num_sms else "medium"
+    bm, bn, bk, warps, stages = GEMM_TILES["float32" if dtype == torch.float32 else "half"][size]
+    return {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8, "num_warps": warps, "num_stages": stages}
+
+
+@functools.cache
+def _sms_of(index):
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def sm_count(device):
+    """Streaming multiprocessors of a CUDA device; an H100's 132 for any other device (the compile test's meta)."""
+    if device.type != "cuda":
+        return 132
+    return _sms_of(torch.cuda.current_device() if device.index is None else device.index)
 
 
 def linear_gelu(x, weight, bias, gelu=True, out=None):
@@ -67,13 +88,11 @@ def linear_gelu(x, weight, bias, gelu=True, out=None):
         out = torch.empty((M, N), dtype=x.dtype, device=x.device)
     if M == 0:
         return out
-    bm, bn, bk, group = _blocks(x.device)
-    bm = min(bm, max(16, triton.next_power_of_2(M)))
-    grid = (triton.cdiv(M, bm) * triton.cdiv(N, bn),)
+    config = linear_config(M, N, x.dtype, x.device.type, sm_count(x.device))
+    grid = (triton.cdiv(M, config["BLOCK_M"]) * triton.cdiv(N, config["BLOCK_N"]),)
     _linear_gelu_kernel[grid](
-        x, weight, bias, out, M, N, K, x.stride(0), weight.stride(0), out.stride(0),
-        APPLY_GELU=bool(gelu), BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=group,
+        x, weight, bias, out, M, N, K, x.stride(0), weight.stride(0), out.stride(0), APPLY_GELU=bool(gelu),
         DOT_PRECISION="ieee" if x.dtype == torch.float32 else "tf32",
-        CPU_BF16=x.dtype == torch.bfloat16 and x.device.type == "cpu",
+        CPU_BF16=x.dtype == torch.bfloat16 and x.device.type == "cpu", **config,
     )
     return out
