@@ -151,8 +151,8 @@ def tokenizer_rows(ours, texts_by_name, rounds):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--out", type=Path,
-                        default=ROOT / "benchmarks" / "results" / "cpu_bench" / f"cpu_bench-{datetime.datetime.now():%Y-%m-%d-%H%M}.md")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "cpu_bench"
+                        / f"cpu_bench-{datetime.datetime.now():%Y-%m-%d-%H%M}.md")
     args = parser.parse_args()
     load_before = os.getloadavg()
 

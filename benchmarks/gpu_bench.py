@@ -11,7 +11,10 @@ torch.nn.functional.scaled_dot_product_attention at head size 32, lengths 32/128
 linear+gelu and linear+add+layer_norm) and the cosine of each engine's embeddings to the fp32 NumPy engine
 (required: >= 0.9999 for fp16/bf16, >= 0.999999 for fp32). Exits with a message when there is no CUDA GPU.
 `--smoke` runs every step on a handful of texts and small kernel shapes on the CPU in Triton's interpreter, so
-the script is known to work before a GPU is at hand (its timings mean nothing).
+the script is known to work before a GPU is at hand (its timings mean nothing). It also splits a Triton
+encode into its stages (tokenise and pack, host -> device, kernels, device -> host, each timed alone, beside the
+overlapped encode) and measures the tokenizer on one core and on every core: the most sentences per second the
+CPU side can feed a GPU.
 """
 
 import argparse
@@ -66,7 +69,8 @@ def sync(torch, device):
 
 
 def bench(torch, device, fn, rounds):
-    fn()  # warm-up: compiles kernels, fills caches
+    if device == "cuda":
+        fn()  # warm-up: compiles kernels, fills caches (the interpreter has neither: a smoke run skips it)
     times = []
     for _ in range(rounds):
         sync(torch, device)
@@ -123,6 +127,62 @@ def kernel_table(torch, device, rounds, smoke=False):
     return lines
 
 
+def pipeline_split(torch, device, engine, texts, rounds):
+    """Where a Triton encode's time goes, stage by stage, each stage timed alone over every batch (ms): tokenise
+    and pack, host -> device copies, kernels, device -> host copies; then the overlapped encode end to end."""
+    batches = list(engine._packed_batches(texts, engine.max_batch_tokens))
+    hosts = [torch.from_numpy(b.buffer) for b in batches]
+    if device == "cuda":
+        hosts = [h.pin_memory() for h in hosts]
+    on_device = [h.to(device) for h in hosts]
+    outputs = []
+
+    def kernels():
+        outputs.clear()
+        for b, buf in zip(batches, on_device):
+            n = b.n_tokens
+            h = engine._hidden(buf[:n], buf[n:2 * n], buf[2 * n:3 * n], {"cu_seqlens": buf[3 * n:],
+                                                                         "max_seqlen": b.max_len})
+            outputs.append(engine._kernels["pool_normalize"](h, buf[3 * n:], engine.pooling_modes, engine.normalize))
+
+    kernels()
+    stages = {
+        "tokenise + pack": bench(torch, device, lambda: list(engine._packed_batches(texts, engine.max_batch_tokens)),
+                                 rounds),
+        "host -> device": bench(torch, device, lambda: [h.to(device, non_blocking=True) for h in hosts], rounds),
+        "kernels": bench(torch, device, kernels, rounds),
+        "device -> host": bench(torch, device, lambda: [o.cpu() for o in outputs], rounds),
+        "encode, overlapped": bench(torch, device, lambda: engine.encode(texts), rounds),
+    }
+    return {name: 1e3 * seconds for name, seconds in stages.items()}, len(batches)
+
+
+_tokenizer = None
+
+
+def _tokenize_chunk(chunk):
+    return sum(len(_tokenizer.encode(t, max_length=512)) for t in chunk)
+
+
+def tokenizer_ceiling(reference, texts, workers):
+    """Sentences/s of the pure-Python tokenizer on one core and on `workers` processes: the most texts per second
+    the CPU side can hand to a GPU."""
+    import multiprocessing
+
+    global _tokenizer
+    _tokenizer = reference.tokenizer
+    start = time.perf_counter()
+    _tokenize_chunk(texts)
+    one = len(texts) / (time.perf_counter() - start)
+    chunks = [texts[i::workers * 4] for i in range(workers * 4)]
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        pool.map(_tokenize_chunk, chunks)  # warm-up: the workers start
+        start = time.perf_counter()
+        pool.map(_tokenize_chunk, chunks)
+        many = len(texts) / (time.perf_counter() - start)
+    return one, many
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -173,6 +233,18 @@ def main(argv=None):
                 lines.append(f"| {wname} | {batch} | {name} | {rates[name]:.0f} | "
                              f"{rates[name] / rates['ST float16']:.2f} | {100 * share:.1f}% | {c:.7f} |")
             print("\n".join(lines[-len(engines):]), flush=True)
+    texts = workloads(args.smoke)["stsb-sentences"]
+    lines += ["", "## Where an encode's time goes (STSb sentences, every stage timed alone)", "",
+              "| engine | batches | tokenise + pack ms | host -> device ms | kernels ms | device -> host ms | "
+              "encode, overlapped ms |", "|---|---|---|---|---|---|---|"]
+    for name, (engine, _) in engines.items():
+        if name.startswith("npminilm"):
+            ms, n = pipeline_split(torch, device, engine, texts, args.rounds)
+            lines.append(f"| {name} | {n} | " + " | ".join(f"{v:.1f}" for v in ms.values()) + " |")
+    workers = os.cpu_count() or 1
+    one, many = tokenizer_ceiling(reference, texts, workers)
+    lines += ["", f"Tokenizer (pure Python, the CPU-side ceiling): {one:,.0f} sentences/s on one core, "
+              f"{many:,.0f} on {workers} processes."]
     lines += ["", "## Kernels", ""] + kernel_table(torch, device, args.rounds, args.smoke)
     if failures:
         lines += ["", "## Accuracy failures", ""] + [f"- {f}" for f in failures]

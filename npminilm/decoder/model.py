@@ -1,4 +1,4 @@
-"""The GPT-2-style decoder: forward and backward built from the ops in `npminilm.nn.ops`, parameters keyed by GPT-2 names.
+"""The GPT-2-style decoder: forward and backward built from `npminilm.nn.ops`, parameters keyed by GPT-2 names.
 
     x = drop(wte[idx] + wpe[0..T))                                   token + learned position embeddings
     per block:  x = x + drop(c_proj(drop(attn(ln_1(x)))))            pre-LN causal multi-head attention

@@ -53,7 +53,8 @@ def embeddings_forward(params, config, input_ids, token_type_ids):
     word, c.ops["word_embeddings"] = embedding_forward(input_ids, params["embeddings.word_embeddings.weight"])
     pos, c.ops["position_embeddings"] = embedding_forward(np.arange(T)[None, :],
                                                           params["embeddings.position_embeddings.weight"])
-    typ, c.ops["token_type_embeddings"] = embedding_forward(token_type_ids, params["embeddings.token_type_embeddings.weight"])
+    typ, c.ops["token_type_embeddings"] = embedding_forward(token_type_ids,
+                                                            params["embeddings.token_type_embeddings.weight"])
     x = word + pos + typ  # (B, T, C) + (1, T, C) + (B, T, C)
     out, c.ops["LayerNorm"] = layernorm_forward(
         x, params["embeddings.LayerNorm.weight"], params["embeddings.LayerNorm.bias"], config.layer_norm_eps

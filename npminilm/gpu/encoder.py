@@ -10,6 +10,7 @@ from ..encoder.sentence_encoder import SentenceEncoder
 from ..encoder.weights import load_bert_params
 from ..errors import InvalidArgumentError
 from ..io.hub import DEFAULT_MODEL
+from ..runtime.parallel import prefetched
 from ..runtime.progress import track
 
 GPU_DTYPES = ("float16", "bfloat16", "float32")
@@ -54,15 +55,20 @@ def _backend(device):
 class TritonSentenceEncoder(SentenceEncoder):
     """SentenceEncoder on a GPU: `SentenceEncoder(name, backend="triton", device="cuda", dtype="float16")`.
 
-    Tokenises on the CPU, packs each batch without padding (cu_seqlens), runs the BERT forward and pooling
-    with the Triton kernels only (torch holds the tensors), and returns NumPy float32 arrays (or torch tensors
-    with `convert_to_tensor=True`). One batch at a time is on the GPU. `dtype` is the weights' and
-    activations' dtype; every kernel accumulates in float32 and embeddings come out in float32.
+    Tokenises on the CPU (on a worker thread, ahead of the GPU, with `overlap`), packs each batch of up to
+    `max_batch_tokens` tokens without padding (cu_seqlens), runs the BERT forward and pooling with the Triton
+    kernels only (torch holds the tensors), and returns NumPy float32 arrays (or torch tensors with
+    `convert_to_tensor=True`). `dtype` is the weights' and activations' dtype; every kernel accumulates in
+    float32 and embeddings come out in float32.
     """
 
-    def __init__(self, name_or_path=DEFAULT_MODEL, dtype="float32", backend="triton", device="cuda"):
+    def __init__(self, name_or_path=DEFAULT_MODEL, dtype="float32", backend="triton", device="cuda",
+                 max_batch_tokens=16384, overlap=True):
         if dtype not in GPU_DTYPES:
             raise InvalidArgumentError(f"backend='triton' dtype must be one of {GPU_DTYPES}, got {dtype!r}")
+        if type(max_batch_tokens) is not int or max_batch_tokens < 1:
+            raise InvalidArgumentError(f"max_batch_tokens must be a positive integer, got {max_batch_tokens!r}")
+        self.max_batch_tokens, self.overlap = max_batch_tokens, bool(overlap)
         torch, self._kernels, self.device = _backend("cuda" if device is None else device)
         self._torch = torch
         self.dtype = getattr(torch, dtype)
@@ -143,57 +149,127 @@ class TritonSentenceEncoder(SentenceEncoder):
 
     # -------------------------------------------------------------------------------------------- encode
 
-    def encode(self, sentences, batch_size=32, normalize_embeddings=None, show_progress_bar=None,
+    def encode(self, sentences, batch_size=None, normalize_embeddings=None, show_progress_bar=None,
                output_value="sentence_embedding", convert_to_numpy=True, convert_to_tensor=False):
-        """As SentenceEncoder.encode. Embeddings are float32; with `convert_to_tensor` the sentence embeddings
-        come back as one tensor on the device and token embeddings as CPU tensors (kept off the GPU, so memory
-        stays bounded by one batch)."""
-        single, texts, normalize = self._encode_args(sentences, batch_size, normalize_embeddings, output_value)
+        """As SentenceEncoder.encode, batched for the GPU: the texts, longest first, are cut into batches of at
+        most `max_batch_tokens` packed tokens (and at most `batch_size` texts when it is given). A worker thread
+        tokenises and packs the next batches while the kernels run the current one (with `overlap=False` one
+        after the other, with identical results). A batch goes to the device in one copy and its results come
+        back in one, started before the next batch's kernels, so the host never waits on an idle GPU.
+
+        Embeddings are float32; with `convert_to_tensor` the sentence embeddings come back as one tensor on the
+        device and token embeddings as CPU tensors (kept off the GPU, so its memory holds about two batches).
+        """
+        max_texts = self.max_batch_tokens if batch_size is None else batch_size  # a text has >= 2 tokens
+        single, texts, normalize = self._encode_args(sentences, max_texts, normalize_embeddings, output_value)
         as_tensor = bool(convert_to_tensor)
 
-        order = np.argsort([-len(t) for t in texts], kind="stable")
+        batches = self._packed_batches(texts, max_texts)
+        if self.overlap:
+            batches = prefetched(batches, depth=2)
         results = [None] * len(texts)
-        for start in track(range(0, len(texts), batch_size), desc="Batches", show_progress_bar=show_progress_bar):
-            idx = order[start:start + batch_size]
-            batch = self._encode_packed([texts[i] for i in idx], normalize, output_value, as_tensor)
-            for i, item in zip(idx, batch):
-                results[i] = item
+        in_flight = None
+        for batch in track(batches, total=None, desc="Batches", show_progress_bar=show_progress_bar):
+            launched = self._launch(batch, normalize, output_value, as_tensor)  # queues work, waits for none
+            if in_flight is not None:
+                self._collect(*in_flight, results, output_value, as_tensor)
+            in_flight = launched
+        if in_flight is not None:
+            self._collect(*in_flight, results, output_value, as_tensor)
 
         if output_value == "sentence_embedding":
             if as_tensor:
                 torch = self._torch
-                results = (torch.stack(results) if results else torch.zeros((0, self.dim))).to(self.device)
+                results = torch.stack(results) if results else torch.zeros((0, self.dim), device=self.device)
             elif convert_to_numpy:
                 results = np.stack(results) if results else np.zeros((0, self.dim), np.float32)
         if single:
             return results[0]
         return results
 
-    def _encode_packed(self, texts, normalize, output_value, as_tensor):
-        features = self.tokenize(texts)
-        mask = features["attention_mask"].astype(bool)  # right padding: the real tokens come first
-        lengths = mask.sum(axis=1)
-        cu = np.concatenate([[0], np.cumsum(lengths)])
-        ids = features["input_ids"][mask]  # (N,) packed, no padding
-        positions = np.concatenate([np.arange(n) for n in lengths])
-        types = features["token_type_ids"][mask]
-        cu_t = self._int_tensor(cu)
-        h = self._hidden(self._int_tensor(ids), self._int_tensor(positions), self._int_tensor(types),
-                         {"cu_seqlens": cu_t, "max_seqlen": int(lengths.max())})  # (N, C)
-        emb = self._kernels["pool_normalize"](h, cu_t, self.pooling_modes, normalize).cpu()  # (B, dim) fp32
-        if not as_tensor:
-            emb = emb.numpy()
-        if output_value == "sentence_embedding":
-            return list(emb)
-        h = h.float().cpu()
-        tokens = [h[cu[b]:cu[b + 1]] if as_tensor else h[cu[b]:cu[b + 1]].numpy() for b in range(len(texts))]
-        if output_value == "token_embeddings":
-            return tokens
-        return [{"input_ids": ids[cu[b]:cu[b + 1]], "token_embeddings": tokens[b], "sentence_embedding": emb[b]}
-                for b in range(len(texts))]
+    def _packed_batches(self, texts, max_texts):
+        """Tokenise the texts longest first (by characters) and yield PackedBatch after PackedBatch, each cut
+        before it would pass `max_batch_tokens` tokens or `max_texts` texts."""
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        idx, rows, n_tokens = [], [], 0
+        for i, text in zip(order, self._prepare([texts[i] for i in order])):
+            row = self.tokenizer.encode(text, max_length=self.max_seq_length)
+            if idx and (n_tokens + len(row) > self.max_batch_tokens or len(idx) == max_texts):
+                yield PackedBatch.pack(idx, rows)
+                idx, rows, n_tokens = [], [], 0
+            idx.append(i)
+            rows.append(row)
+            n_tokens += len(row)
+        if idx:
+            yield PackedBatch.pack(idx, rows)
+
+    def _launch(self, batch, normalize, output_value, as_tensor):
+        """Queue one batch on the device: the copy in, the kernels, the copy of its results out. Returns
+        (batch, results on the host or device, an event marking the copy's end or None); nothing here waits."""
+        torch = self._torch
+        host = torch.from_numpy(batch.buffer)
+        if self.device.type == "cuda":
+            host = host.pin_memory()
+        buffer = host.to(self.device, non_blocking=True)  # the one host -> device copy
+        N = batch.n_tokens
+        ids, positions, types, cu = buffer[:N], buffer[N:2 * N], buffer[2 * N:3 * N], buffer[3 * N:]
+        h = self._hidden(ids, positions, types, {"cu_seqlens": cu, "max_seqlen": batch.max_len})  # (N, C)
+        emb = self._kernels["pool_normalize"](h, cu, self.pooling_modes, normalize)  # (B, dim) fp32
+        if output_value == "sentence_embedding" and as_tensor:
+            return batch, emb, None  # stays on the device
+        out = emb.reshape(-1) if output_value == "sentence_embedding" else torch.cat([emb.reshape(-1),
+                                                                                     h.float().reshape(-1)])
+        if self.device.type != "cuda":
+            return batch, out.cpu(), None
+        back = torch.empty(out.shape, dtype=out.dtype, pin_memory=True)
+        back.copy_(out, non_blocking=True)  # the one device -> host copy
+        done = torch.cuda.Event()
+        done.record()
+        return batch, back, done
+
+    def _collect(self, batch, out, done, results, output_value, as_tensor):
+        """Wait for a launched batch's results and file them under each text's index."""
+        if done is not None:
+            done.synchronize()
+        B, dim = len(batch.idx), self.dim
+        if output_value == "sentence_embedding" and as_tensor:
+            items = list(out)  # (B, dim) on the device
+        else:
+            flat = out if as_tensor else out.numpy()
+            emb = flat[:B * dim].reshape(B, dim)
+            if output_value == "sentence_embedding":
+                items = list(emb)
+            else:
+                h = flat[B * dim:].reshape(batch.n_tokens, -1)
+                cu = batch.cu
+                tokens = [h[cu[b]:cu[b + 1]] for b in range(B)]
+                items = tokens if output_value == "token_embeddings" else [
+                    {"input_ids": batch.ids[cu[b]:cu[b + 1]], "token_embeddings": tokens[b],
+                     "sentence_embedding": emb[b]} for b in range(B)]
+        for i, item in zip(batch.idx, items):
+            results[i] = item
 
     def forward_train(self, features, normalize_embeddings=None):
         raise InvalidArgumentError("training (forward_train/backward) runs on backend='numpy' only")
 
     def backward(self, d_emb, cache):
         raise InvalidArgumentError("training (forward_train/backward) runs on backend='numpy' only")
+
+
+class PackedBatch:
+    """Texts packed without padding: one int32 buffer [ids (N) | positions (N) | token types (N) | cu_seqlens
+    (B + 1)] that goes to the device in one copy, with the texts' indices and the int64 ids for the caller."""
+
+    def __init__(self, idx, ids, buffer, cu, max_len):
+        self.idx, self.ids, self.buffer, self.cu, self.max_len = idx, ids, buffer, cu, max_len
+        self.n_tokens = len(ids)
+
+    @classmethod
+    def pack(cls, idx, rows):
+        lengths = np.array([len(r) for r in rows])
+        cu = np.concatenate([[0], np.cumsum(lengths)])
+        ids = np.fromiter((t for r in rows for t in r), dtype=np.int64, count=int(cu[-1]))
+        positions = np.concatenate([np.arange(n) for n in lengths])
+        types = np.zeros_like(ids)  # one sentence per text: segment 0
+        buffer = np.concatenate([ids, positions, types, cu]).astype(np.int32)
+        return cls(np.array(idx), ids, buffer, cu, int(lengths.max()))

@@ -1,4 +1,5 @@
-"""Independent batches on worker threads, BLAS pinned to one thread each (threadpoolctl, optional).
+"""Independent batches on worker threads, BLAS pinned to one thread each (threadpoolctl, optional); and an
+iterator run ahead on a worker thread.
 
 numpy's ufuncs run on one thread, so a forward pass leaves all but one core idle during its elementwise work,
 and OpenBLAS splits small GEMMs (a few hundred rows) across threads at a loss. Running whole batches side by
@@ -7,6 +8,8 @@ the GIL while they compute, so plain threads suffice. Without threadpoolctl the 
 """
 
 import os
+import queue
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
@@ -52,3 +55,45 @@ def map_batches(fn, batches, workers=None):
     workers = min(default_workers() if workers is None else workers, len(batches))
     with worker_pool(workers) as pool:
         yield from map(fn, batches) if pool is None else pool.map(fn, batches)
+
+
+def prefetched(iterable, depth=2):
+    """Yield the items of `iterable`, produced on a worker thread up to `depth` items ahead of the consumer, so
+    the producer's Python work (tokenising, packing) overlaps the consumer's waits (a GPU, a copy). Items, and an
+    exception raised by the producer, come out in order, as plain iteration would give them; a consumer that
+    stops early stops the worker."""
+    items = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    end = object()
+
+    def put(entry):
+        while not stop.is_set():
+            try:
+                items.put(entry, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce():
+        try:
+            for item in iterable:
+                if not put((item, None)):
+                    return
+            put((end, None))
+        except BaseException as exc:  # handed to the consumer, raised there
+            put((end, exc))
+
+    worker = threading.Thread(target=produce, name="npminilm-prefetch", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item, exc = items.get()
+            if exc is not None:
+                raise exc
+            if item is end:
+                return
+            yield item
+    finally:
+        stop.set()
+        worker.join()

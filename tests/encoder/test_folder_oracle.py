@@ -17,10 +17,11 @@ TEXTS = ["A man is playing a guitar.", "", "Short", "The quick brown fox jumps o
          "Ünïcödé, punctuation!? and 東京 🙂", "two\nlines"]
 
 
-def build_folder(path, model_dir, layers, modes, normalize, prefix, pooler, seed, modules=True):
+def build_folder(path, model_dir, layers, modes, normalize, prefix, pooler, seed, modules=True, hidden=48, heads=12,
+                 intermediate=80, max_positions=96, max_seq_length=64):
     torch.manual_seed(seed)
-    config = BertConfig(vocab_size=30522, hidden_size=48, num_hidden_layers=layers, num_attention_heads=12,
-                        intermediate_size=80, max_position_embeddings=96, type_vocab_size=2)
+    config = BertConfig(vocab_size=30522, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                        intermediate_size=intermediate, max_position_embeddings=max_positions, type_vocab_size=2)
     model = BertModel(config, add_pooling_layer=pooler)
     with torch.no_grad():  # default init leaves LayerNorm at ones/zeros and biases at zero: randomise them all
         for name, p in model.named_parameters():
@@ -31,7 +32,8 @@ def build_folder(path, model_dir, layers, modes, normalize, prefix, pooler, seed
     save_file(state, str(path / "model.safetensors"))
     for name in TOKENIZER_FILES:
         shutil.copy(model_dir / name, path / name)
-    write_sentence_transformers_configs(path, 48, modes or (), normalize, modules=modules)
+    write_sentence_transformers_configs(path, hidden, modes or (), normalize, modules=modules,
+                                        max_seq_length=max_seq_length)
     return path
 
 

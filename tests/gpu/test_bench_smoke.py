@@ -1,6 +1,7 @@
 """benchmarks/gpu_bench.py end to end in its --smoke mode (a few texts, small kernel shapes, the Triton
 interpreter), so the script a GPU lease will run is known to work: every engine, both workloads, the accuracy
-check against the NumPy engine and the kernel table."""
+check against the NumPy engine, the stage split of a Triton encode, the tokenizer's ceiling and the kernel
+table."""
 
 import os
 import subprocess
@@ -19,7 +20,11 @@ def test_gpu_bench_smoke(tmp_path, model_dir, data_dir):
     text = out.read_text()
     for engine in ("ST float32", "ST float16", "npminilm triton float16", "npminilm triton bfloat16",
                    "npminilm triton float32"):
-        assert text.count(f"| {engine} |") == 2, engine  # both workloads
+        assert text.split("## Where")[0].count(f"| {engine} |") == 2, engine  # both workloads
     assert "Accuracy failures" not in text
     for op in ("attention fp16", "linear+GELU fp16", "linear+residual+LayerNorm fp16"):
         assert f"| {op} |" in text
+    split = text.split("## Where an encode's time goes")[1].split("##")[0]
+    for engine in ("npminilm triton float16", "npminilm triton bfloat16", "npminilm triton float32"):
+        assert split.count(f"| {engine} |") == 1, engine
+    assert "sentences/s on one core" in text

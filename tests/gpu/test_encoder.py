@@ -7,7 +7,7 @@ import torch
 from npminilm import SentenceEncoder
 from npminilm.errors import InvalidArgumentError
 from tests.kernels import DEVICE, torch_dtype
-from tests.helpers import assert_close
+from tests.helpers import assert_close, write_random_folder
 
 SENTENCES = ["A man is playing a guitar.", "Hi", "", "The quick brown fox jumps over the lazy dog near the river, "
              "twice, at dawn; nobody saw it."]
@@ -75,3 +75,58 @@ def test_errors(model_dir, gpu32, monkeypatch):
     if not torch.cuda.is_available():
         with pytest.raises(InvalidArgumentError, match="CUDA GPU"):
             SentenceEncoder(model_dir, backend="triton", device="cuda")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, model_dir):
+    """A 2-layer random BERT (hidden 32, 2 heads of 16): the batching tests need many batches, not a big model."""
+    return write_random_folder(tmp_path_factory.mktemp("tiny") / "m", model_dir, layers=2, hidden=32, heads=2, inter=64,
+                               seed=11)
+
+
+@pytest.fixture(scope="module")
+def sequential(tiny):
+    return SentenceEncoder(tiny, backend="triton", device=DEVICE, dtype="float32", max_batch_tokens=24, overlap=False)
+
+
+TEXTS = SENTENCES + ["Short one.", "Another sentence, a little longer than the short one.", "x y z", "Hi"]
+
+
+@pytest.mark.parametrize("batch_size", [None, 2])
+def test_overlapped_encode_equals_sequential(tiny, sequential, batch_size):
+    """Tokenising ahead on a worker thread changes when batches are packed, never what they hold or give."""
+    overlapped = SentenceEncoder(tiny, backend="triton", device=DEVICE, dtype="float32", max_batch_tokens=24)
+    assert overlapped.overlap and not sequential.overlap
+    a = overlapped.encode(TEXTS, batch_size=batch_size, output_value=None)
+    b = sequential.encode(TEXTS, batch_size=batch_size, output_value=None)
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x["input_ids"], y["input_ids"])
+        np.testing.assert_array_equal(x["token_embeddings"], y["token_embeddings"])
+        np.testing.assert_array_equal(x["sentence_embedding"], y["sentence_embedding"])
+    np.testing.assert_array_equal(overlapped.encode(TEXTS, batch_size=batch_size),
+                                  np.stack([y["sentence_embedding"] for y in b]))
+
+
+@pytest.mark.parametrize("max_texts", [1, 2, 1000])
+def test_batches_are_cut_by_tokens_and_texts(sequential, max_texts):
+    batches = list(sequential._packed_batches(TEXTS, max_texts))
+    assert sorted(i for b in batches for i in b.idx) == list(range(len(TEXTS)))
+    for b in batches:
+        assert len(b.idx) <= max_texts
+        assert b.n_tokens <= sequential.max_batch_tokens or len(b.idx) == 1  # a long text rides alone
+        assert b.n_tokens == sum(int(sequential.tokenize([TEXTS[i]])["attention_mask"].sum()) for i in b.idx)
+        n = b.n_tokens
+        np.testing.assert_array_equal(b.buffer[:n], b.ids)  # the device buffer: ids | positions | types | cu
+        assert b.buffer[3 * n:].tolist() == b.cu.tolist() and b.cu[-1] == n
+    if max_texts == 1000:  # only the budget cuts: fewer batches than texts
+        assert len(batches) < len(TEXTS)
+
+
+def test_matches_numpy_across_token_budget_batches(tiny, sequential):
+    reference = SentenceEncoder(tiny).encode(TEXTS)
+    assert_close(sequential.encode(TEXTS), reference, 1e-5, name="sentence embeddings, batches of 24 tokens")
+
+
+def test_bad_token_budget(model_dir):
+    with pytest.raises(InvalidArgumentError, match="max_batch_tokens"):
+        SentenceEncoder(model_dir, backend="triton", device=DEVICE, max_batch_tokens=0)
