@@ -1,15 +1,18 @@
-"""CPU throughput, side by side in one process: npminilm vs sentence-transformers (torch CPU), and onnxruntime on an
-ONNX export of the same model when onnxruntime is installed, in alternating rounds.
+"""CPU throughput, side by side in one process, in alternating rounds: npminilm, sentence-transformers (torch CPU),
+onnxruntime on a fused ONNX graph and OpenVINO fp32 on the same export: the fp32 engines people pick.
 
-    python benchmarks/cpu_bench.py [--rounds 3] [--out benchmarks/results/cpu_bench/cpu_bench-DATE-HHMM.md]
+    pip install -e ".[test,bench]"      # the peers: sentence-transformers, onnxruntime, onnx, openvino
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/cpu_bench.py [--rounds 3] [--out FILE.md]
 
 Workloads: the 2,758 STSb test sentences and 200 passages of 200 words from Tiny Shakespeare (truncated at
 256 tokens), at batch sizes 32 and 128. Prints sentences/s per engine, the ratio to ST (the median over rounds),
 and the achieved GFLOP/s (real tokens only: L * n * (8C^2 + 4CI + 4nC) for a text of n tokens, 22.4 MFLOP per
 token at n = 128) as a share of the sgemm rate measured in the same run. Then the tokenizer against the HF fast
 tokenizer called one text at a time (and a check that the ids agree), cold start (a fresh process: import, load,
-first embedding) and peak RSS (a fresh process encoding the STSb sentences). Writes the tables with the machine,
-versions and date to benchmarks/results/cpu_bench/.
+first embedding) and peak RSS (a fresh process encoding the STSb sentences). Writes the tables with the machine
+(CPU model, ISA, the BLAS library and kernel numpy runs, from threadpoolctl), versions, load and date to
+benchmarks/results/cpu_bench/. A peer that is not installed is reported as skipped; a peer that fails is reported
+with its error, and the script then exits with status 1.
 """
 
 import argparse
@@ -62,40 +65,108 @@ def flops(n_tokens, config):
     return float(np.sum(L * n * (8 * C * C + 4 * C * I + 4 * n * C)))
 
 
-class OnnxEngine:
-    """The same BertModel exported to ONNX, run by onnxruntime, with mean pooling and normalisation in NumPy."""
+def export_onnx(peer, path):
+    """BertModel -> ONNX (last_hidden_state), called with keywords: transformers 5 moved the positional arguments.
+    Exported with eager attention: onnxruntime's optimizer fuses that graph into its Attention op, not SDPA's."""
+    import torch
+    from transformers import AutoModel
 
-    def __init__(self, peer, threads, path):
-        import onnxruntime as ort
-        import torch
+    class LastHidden(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
 
-        model = peer[0].auto_model.eval()
-        ids = torch.ones((2, 8), dtype=torch.int64)
-        with torch.no_grad():
-            torch.onnx.export(model, (ids, ids, torch.zeros_like(ids)), str(path), dynamo=False,
-                              input_names=["input_ids", "attention_mask", "token_type_ids"],
-                              output_names=["last_hidden_state"], opset_version=17,
-                              dynamic_axes={k: {0: "B", 1: "T"} for k in
-                                            ("input_ids", "attention_mask", "token_type_ids", "last_hidden_state")})
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        self.tokenizer = peer.tokenizer
-        self.max_length = peer.max_seq_length
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            return self.model(input_ids=input_ids, attention_mask=attention_mask,
+                              token_type_ids=token_type_ids).last_hidden_state
+
+    ids = torch.ones((2, 8), dtype=torch.int64)
+    with torch.no_grad():
+        model = AutoModel.from_pretrained(peer[0].auto_model.name_or_path, attn_implementation="eager").eval()
+        torch.onnx.export(LastHidden(model), (ids, ids, torch.zeros_like(ids)), str(path),
+                          dynamo=False, input_names=["input_ids", "attention_mask", "token_type_ids"],
+                          output_names=["last_hidden_state"], opset_version=17,
+                          dynamic_axes={k: {0: "B", 1: "T"} for k in
+                                        ("input_ids", "attention_mask", "token_type_ids", "last_hidden_state")})
+    return path
+
+
+class ExportedEngine:
+    """An engine over the ONNX export: the HF fast tokenizer, the runtime's forward, mean pooling and
+    normalisation in NumPy (as sentence-transformers and fastembed do around onnxruntime)."""
+
+    def __init__(self, peer, forward):
+        self.tokenizer, self.max_length, self.forward = peer.tokenizer, peer.max_seq_length, forward
+        self.dim = peer[0].auto_model.config.hidden_size  # mean pooling keeps the hidden size
 
     def encode(self, texts, batch_size):
         order = np.argsort([-len(t) for t in texts], kind="stable")
-        out = np.zeros((len(texts), 384), np.float32)
+        out = np.zeros((len(texts), self.dim), np.float32)
         for start in range(0, len(texts), batch_size):
             idx = order[start:start + batch_size]
             f = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=self.max_length,
                                return_tensors="np")
             feeds = {k: f[k].astype(np.int64) for k in ("input_ids", "attention_mask", "token_type_ids")}
-            (h,) = self.session.run(None, feeds)
+            h = self.forward(feeds)
             m = feeds["attention_mask"][:, :, None].astype(np.float32)
             emb = (h * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1e-9)
             out[idx] = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
         return out
+
+
+def onnxruntime_fused(peer, threads, tmp):
+    """onnxruntime on the export fused by onnxruntime.transformers.optimizer (model_type "bert": embeddings +
+    LayerNorm, attention, bias + GELU, skip + LayerNorm), fp32."""
+    import onnxruntime as ort
+    from onnxruntime.transformers import optimizer
+
+    config = peer[0].auto_model.config
+    fused = optimizer.optimize_model(str(export_onnx(peer, tmp / "model.onnx")), model_type="bert",
+                                     num_heads=config.num_attention_heads, hidden_size=config.hidden_size)
+    fused.save_model_to_file(str(tmp / "fused.onnx"))
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(tmp / "fused.onnx"), opts, providers=["CPUExecutionProvider"])
+    return ExportedEngine(peer, lambda feeds: session.run(None, feeds)[0]).encode, ort.__version__
+
+
+def openvino_fp32(peer, threads, tmp):
+    """OpenVINO's CPU plugin on the same export, inference precision pinned to fp32."""
+    import openvino as ov
+
+    path = tmp / "model.onnx"
+    if not path.exists():
+        export_onnx(peer, path)
+    compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32",
+                                                           "INFERENCE_NUM_THREADS": threads})
+    request = compiled.create_infer_request()
+    return ExportedEngine(peer, lambda feeds: request.infer(feeds)[0]).encode, ov.__version__
+
+
+PEERS = {"onnxruntime fused": (onnxruntime_fused, "onnxruntime onnx"), "OpenVINO": (openvino_fp32, "openvino")}
+
+
+def machine():
+    """CPU model, its widest vector ISA, and the BLAS numpy runs (library, version, kernel, threads)."""
+    model, flags = platform.processor(), set()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "SSE/other"
+    try:
+        from threadpoolctl import threadpool_info
+
+        blas = "; ".join(f"{i.get('internal_api')} {i.get('version')} kernel {i.get('architecture')}, "
+                         f"{i.get('num_threads')} threads" for i in threadpool_info() if i.get("user_api") == "blas")
+    except ImportError:
+        blas = "unknown (threadpoolctl is not installed)"
+    env = {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in os.environ}
+    return model, isa, blas, env
 
 
 COLD = {
@@ -164,15 +235,18 @@ def main():
     ours = npminilm.SentenceEncoder()
     peer = SentenceTransformer(str(ours.folder), device="cpu")
     engines = {"npminilm": ours.encode, "ST": peer.encode}
-    onnx_note = "not installed, skipped"
-    try:
-        import onnxruntime
-
-        tmp = tempfile.TemporaryDirectory()
-        engines["onnxruntime"] = OnnxEngine(peer, torch.get_num_threads(), Path(tmp.name) / "model.onnx").encode
-        onnx_note = onnxruntime.__version__
-    except ImportError:
-        pass
+    peers, failed = {}, []
+    tmp = tempfile.TemporaryDirectory()
+    for name, (make, packages) in PEERS.items():
+        try:
+            engines[name], version = make(peer, torch.get_num_threads(), Path(tmp.name))
+            peers[name] = version
+        except ImportError as e:
+            peers[name] = f"skipped: not installed ({e.name}; pip install {packages})"
+        except Exception as e:  # a peer that breaks is reported, never silently dropped
+            peers[name] = f"FAILED: {type(e).__name__}: {' '.join(str(e).split())[:300]}"
+            failed.append(name)
+        print(f"{name}: {peers[name]}", flush=True)
     gemm = sgemm_gflops()
     print(f"sgemm: {gemm:.0f} GFLOP/s", flush=True)
 
@@ -212,12 +286,15 @@ def main():
         proc.append(f"| {e} | {cold:.2f} | {wall:.2f} | {rss:.0f} |")
         print(proc[-1], flush=True)
 
+    model, isa, blas, blas_env = machine()
     header = [
         f"# CPU benchmark, {datetime.datetime.now().isoformat(timespec='minutes')}",
         "",
-        f"- machine: {platform.machine()}, {os.cpu_count()} cores, {platform.processor() or platform.platform()}",
+        f"- machine: {model}, {isa}, {os.cpu_count()} cores ({platform.machine()})",
+        f"- BLAS under numpy: {blas}; OPENBLAS settings in the environment: {blas_env or 'none'}",
         f"- python {platform.python_version()}, numpy {np.__version__}, torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads), onnxruntime {onnx_note}, npminilm {npminilm.__version__}",
+        f"({torch.get_num_threads()} threads), npminilm {npminilm.__version__}, "
+        + ", ".join(f"{name} {version}" for name, version in peers.items()),
         f"- sgemm (float32, 4096x384 @ 384x1536): {gemm:.0f} GFLOP/s before, {gemm_after:.0f} after; "
         "% sgemm uses the first",
         f"- load average before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f} (other work on the machine)",
@@ -228,6 +305,8 @@ def main():
     args.out.write_text("\n".join(header + lines + ["", "## Tokenizer", ""] + tok
                                    + ["", "## Cold start and memory (fresh processes)", ""] + proc) + "\n")
     print(f"written to {args.out}")
+    if failed:
+        sys.exit(f"cpu_bench: peers failed: {', '.join(failed)} (see the header of {args.out})")
 
 
 if __name__ == "__main__":
