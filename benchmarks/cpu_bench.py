@@ -7,12 +7,13 @@ onnxruntime on a fused ONNX graph and OpenVINO fp32 on the same export: the fp32
 Workloads: the 2,758 STSb test sentences and 200 passages of 200 words from Tiny Shakespeare (truncated at
 256 tokens), at batch sizes 32 and 128. Prints sentences/s per engine, the ratio to ST (the median over rounds),
 and the achieved GFLOP/s (real tokens only: L * n * (8C^2 + 4CI + 4nC) for a text of n tokens, 22.4 MFLOP per
-token at n = 128) as a share of the sgemm rate measured in the same run. Then the tokenizer against the HF fast
-tokenizer called one text at a time (and a check that the ids agree), cold start (a fresh process: import, load,
-first embedding) and peak RSS (a fresh process encoding the STSb sentences). Writes the tables with the machine
-(CPU model, ISA, the BLAS library and kernel numpy runs, from threadpoolctl), versions, load and date to
-benchmarks/results/cpu_bench/. A peer that is not installed is reported as skipped; a peer that fails is reported
-with its error, and the script then exits with status 1.
+token at n = 128) as a share of the sgemm rate measured in the same run. Then npminilm's per-stage profile
+(GEMMs, attention, GELU, LayerNorm, the rest; one worker, so the stages add up to the wall time), the tokenizer
+against the HF fast tokenizer called one text at a time (and a check that the ids agree), cold start (a fresh
+process: import, load, first embedding) and peak RSS (a fresh process encoding the STSb sentences). Writes the
+tables with the machine (CPU model, ISA, the BLAS library and kernel numpy runs, from threadpoolctl), versions,
+load and date to benchmarks/results/cpu_bench/. A peer that is not installed is reported as skipped; a peer that
+fails is reported with its error, and the script then exits with status 1.
 """
 
 import argparse
@@ -169,6 +170,52 @@ def machine():
     return model, isa, blas, env
 
 
+STAGES = {  # the functions of npminilm.encoder.bert timed by the profile, by what they do
+    "linear_forward": "GEMMs (Q, K, V, output, FFN up and down)",
+    "attention_forward": "attention (scores, mask, softmax, P V)",
+    "gelu_forward": "GELU",
+    "layernorm_forward": "LayerNorm",
+    "embedding_forward": "embedding lookups",
+}
+
+
+def stage_profile(encoder, texts, batch_size):
+    """Where npminilm's encode spends its time on `texts`, by stage: each op of the BERT forward wrapped in a
+    timer (one worker: the sum of the stages is then the forward's wall time), the rest of encode
+    (tokenising, residual sums, pooling, batching) as the remainder. Returns rows of (stage, seconds, share)."""
+    import npminilm.encoder.bert as bert
+
+    spent = dict.fromkeys(STAGES, 0.0)
+    originals = {name: getattr(bert, name) for name in STAGES}
+
+    def timer(name, fn):
+        def timed_op(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent[name] += time.perf_counter() - start
+
+        return timed_op
+
+    old = os.environ.get("NPMINILM_NUM_THREADS")
+    os.environ["NPMINILM_NUM_THREADS"] = "1"  # one piece at a time: stage times add up to the wall time
+    try:
+        for name, fn in originals.items():
+            setattr(bert, name, timer(name, fn))
+        total, _ = timed(lambda: encoder.encode(texts, batch_size=batch_size))
+    finally:
+        for name, fn in originals.items():
+            setattr(bert, name, fn)
+        if old is None:
+            del os.environ["NPMINILM_NUM_THREADS"]
+        else:
+            os.environ["NPMINILM_NUM_THREADS"] = old
+    rows = [(STAGES[name], t, t / total) for name, t in spent.items()]
+    rest = total - sum(spent.values())
+    return rows + [("the rest of encode (tokenising, residual sums, pooling)", rest, rest / total)], total
+
+
 COLD = {
     "npminilm": "import npminilm; e = npminilm.SentenceEncoder(); e.encode('A man is playing a guitar.')",
     "sentence-transformers": "from sentence_transformers import SentenceTransformer; "
@@ -273,6 +320,13 @@ def main():
             lines.append(row)
     gemm_after = sgemm_gflops()
 
+    profile = []
+    for name, texts in texts_by_name.items():
+        rows, total = stage_profile(ours, texts, 32)
+        profile += [f"### {name}, batch 32, one worker: {total:.2f} s", "", "| stage | s | share |", "|---|---|---|"]
+        profile += [f"| {stage} | {t:.3f} | {100 * share:.1f}% |" for stage, t, share in rows] + [""]
+    print("\n".join(profile), flush=True)
+
     tok = ["| texts | npminilm texts/s | HF fast (one at a time) texts/s | ratio | same ids |", "|---|---|---|---|---|"]
     tok += tokenizer_rows(ours, texts_by_name, args.rounds)
     print("\n".join(tok), flush=True)
@@ -302,7 +356,8 @@ def main():
         "",
     ]
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(header + lines + ["", "## Tokenizer", ""] + tok
+    args.out.write_text("\n".join(header + lines + ["", "## Where npminilm's time goes (per-stage profile)", ""]
+                                   + profile + ["## Tokenizer", ""] + tok
                                    + ["", "## Cold start and memory (fresh processes)", ""] + proc) + "\n")
     print(f"written to {args.out}")
     if failed:
