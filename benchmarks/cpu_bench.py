@@ -127,6 +127,8 @@ def onnxruntime_fused(peer, threads, tmp):
     fused.save_model_to_file(str(tmp / "fused.onnx"))
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")  # idle threads must not spin while
+    # the other engines of the same process run
     session = ort.InferenceSession(str(tmp / "fused.onnx"), opts, providers=["CPUExecutionProvider"])
     return ExportedEngine(peer, lambda feeds: session.run(None, feeds)[0]).encode, ort.__version__
 
