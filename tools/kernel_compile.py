@@ -33,8 +33,6 @@ from triton.compiler import ASTSource, make_backend
 from triton.runtime.jit import JITFunction, create_function_from_signature
 
 TARGETS = {"sm_80": GPUTarget("cuda", 80, 32), "sm_90": GPUTarget("cuda", 90, 32)}
-# the most shared memory one block may use (opt-in), bytes: A100 163 KiB, H100 227 KiB
-SHARED_LIMIT = {"sm_80": 163 * 1024, "sm_90": 227 * 1024}
 MODULES = (attention, embeddings_layernorm, ffn_gelu, linear_residual_layernorm, pool_normalize)
 
 
