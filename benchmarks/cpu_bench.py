@@ -1,5 +1,6 @@
-"""CPU throughput, side by side in one process, in alternating rounds: npminilm, sentence-transformers (torch CPU),
-onnxruntime on a fused ONNX graph and OpenVINO fp32 on the same export: the fp32 engines people pick.
+"""CPU throughput, side by side in one process, in alternating rounds: npminilm (default, and deterministic=True),
+sentence-transformers (torch CPU), onnxruntime on a fused ONNX graph and OpenVINO fp32 on the same export: the
+fp32 engines people pick.
 
     pip install -e ".[test,bench]"      # the peers: sentence-transformers, onnxruntime, onnx, openvino
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/cpu_bench.py [--rounds 3] [--out FILE.md]
@@ -172,12 +173,11 @@ def machine():
     return model, isa, blas, env
 
 
-STAGES = {  # the functions of npminilm.encoder.bert timed by the profile, by what they do
+STAGES = {  # the functions of npminilm.encoder.packed (encode's forward) timed by the profile, by what they do
     "linear_forward": "GEMMs (Q, K, V, output, FFN up and down)",
-    "attention_forward": "attention (scores, mask, softmax, P V)",
+    "attention_forward": "attention (scores, softmax, P V), per run of equal-length texts",
     "gelu_forward": "GELU",
     "layernorm_forward": "LayerNorm",
-    "embedding_forward": "embedding lookups",
 }
 
 
@@ -185,10 +185,10 @@ def stage_profile(encoder, texts, batch_size):
     """Where npminilm's encode spends its time on `texts`, by stage: each op of the BERT forward wrapped in a
     timer (one worker: the sum of the stages is then the forward's wall time), the rest of encode
     (tokenising, residual sums, pooling, batching) as the remainder. Returns rows of (stage, seconds, share)."""
-    import npminilm.encoder.bert as bert
+    import npminilm.encoder.packed as packed
 
     spent = dict.fromkeys(STAGES, 0.0)
-    originals = {name: getattr(bert, name) for name in STAGES}
+    originals = {name: getattr(packed, name) for name in STAGES}
 
     def timer(name, fn):
         def timed_op(*args, **kwargs):
@@ -204,18 +204,19 @@ def stage_profile(encoder, texts, batch_size):
     os.environ["NPMINILM_NUM_THREADS"] = "1"  # one piece at a time: stage times add up to the wall time
     try:
         for name, fn in originals.items():
-            setattr(bert, name, timer(name, fn))
+            setattr(packed, name, timer(name, fn))
         total, _ = timed(lambda: encoder.encode(texts, batch_size=batch_size))
     finally:
         for name, fn in originals.items():
-            setattr(bert, name, fn)
+            setattr(packed, name, fn)
         if old is None:
             del os.environ["NPMINILM_NUM_THREADS"]
         else:
             os.environ["NPMINILM_NUM_THREADS"] = old
     rows = [(STAGES[name], t, t / total) for name, t in spent.items()]
     rest = total - sum(spent.values())
-    return rows + [("the rest of encode (tokenising, residual sums, pooling)", rest, rest / total)], total
+    return rows + [("the rest of encode (tokenising, embedding lookups, residual sums, pooling)", rest,
+                    rest / total)], total
 
 
 COLD = {
@@ -282,8 +283,9 @@ def main():
     import npminilm
 
     ours = npminilm.SentenceEncoder()
+    deterministic = npminilm.SentenceEncoder(deterministic=True)
     peer = SentenceTransformer(str(ours.folder), device="cpu")
-    engines = {"npminilm": ours.encode, "ST": peer.encode}
+    engines = {"npminilm": ours.encode, "npminilm deterministic": deterministic.encode, "ST": peer.encode}
     peers, failed = {}, []
     tmp = tempfile.TemporaryDirectory()
     for name, (make, packages) in PEERS.items():

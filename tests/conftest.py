@@ -2,8 +2,8 @@
 
 Tests mirror the package: tests/<subpackage>/test_<module>.py. A test that compares with torch, transformers,
 sentence-transformers or tokenizers is in a file ending `_oracle.py`; tests/kernels and tests/gpu need torch and
-triton. The core environment (numpy + safetensors only, NPMINILM_CORE_ONLY=1) does not collect those, and runs
-every other test.
+triton; NEEDS_THREADPOOLCTL need the `fast` extra (BLAS pinned to one thread per call). The core environment
+(numpy + safetensors only, NPMINILM_CORE_ONLY=1) does not collect those, and runs every other test.
 """
 
 import os
@@ -24,8 +24,10 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 ROOT = Path(__file__).resolve().parents[1]
 
+NEEDS_THREADPOOLCTL = ["encoder/test_deterministic.py", "runtime/test_blas_rows.py"]
+
 if os.environ.get("NPMINILM_CORE_ONLY") == "1":
-    collect_ignore_glob = ["*_oracle.py", "kernels/*", "gpu/*"]
+    collect_ignore_glob = ["*_oracle.py", "kernels/*", "gpu/*", *NEEDS_THREADPOOLCTL]
 
 
 @pytest.fixture(scope="session")

@@ -31,6 +31,23 @@ def pool_forward(h, mask, modes):
     return np.concatenate(outs, axis=-1), caches
 
 
+def pool_packed(h, text_rows, modes):
+    """Inference over packed rows: h (rows, C), text_rows each text's rows in token order (slices or index
+    arrays) -> (S, len(modes) * C), each text pooled over exactly its own rows, as `pool_forward` pools it."""
+    texts = [h[rows] for rows in text_rows]
+    count = np.array([len(t) for t in texts], dtype=h.dtype)[:, None]  # (S, 1)
+    outs = []
+    for mode in modes:
+        if mode == "cls":
+            outs.append(np.stack([t[0] for t in texts]))
+        elif mode == "max":
+            outs.append(np.stack([t.max(axis=0) for t in texts]))
+        else:
+            total = np.stack([t.sum(axis=0) for t in texts])
+            outs.append(total / (np.sqrt(count) if mode == "mean_sqrt_len_tokens" else count))
+    return np.concatenate(outs, axis=-1)
+
+
 # each mode reads the same h, so its gradients add up
 def pool_backward(dout, caches, modes):
     C = dout.shape[-1] // len(modes)

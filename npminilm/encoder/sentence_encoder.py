@@ -5,18 +5,20 @@ import numpy as np
 from ..errors import InvalidArgumentError, InvalidInputError
 from ..io.hub import DEFAULT_MODEL, resolve_model_path
 from ..nn.ops import l2_normalize_backward, l2_normalize_forward
-from ..runtime.parallel import map_batches
+from ..runtime.blas_rows import row_classes
+from ..runtime.parallel import blas_pinnable, map_batches, worker_pool
 from ..runtime.progress import track
 from ..tokenization.wordpiece import WordPieceTokenizer
 from .backends import backend_class
 from .bert import bert_backward, bert_forward
 from .folder import read_model_folder
-from .pooling import pool_backward, pool_forward
+from .packed import PackedTexts, packed_forward
+from .pooling import pool_backward, pool_forward, pool_packed
 from .weights import load_bert_params
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
 OUTPUT_VALUES = ("sentence_embedding", "token_embeddings", None)
-TOKENS_PER_PIECE = 512  # padded tokens per forward pass: small GEMMs are still near peak on one thread
+TOKENS_PER_PIECE = 512  # tokens per forward pass: small GEMMs are still near peak on one thread
 
 
 class SentenceEncoder:
@@ -33,7 +35,8 @@ class SentenceEncoder:
             cls = backend_class(backend)
         return super().__new__(cls)
 
-    def __init__(self, name_or_path=DEFAULT_MODEL, dtype="float32", backend="numpy", device=None):
+    def __init__(self, name_or_path=DEFAULT_MODEL, dtype="float32", backend="numpy", device=None,
+                 deterministic=False):
         if device not in (None, "cpu"):
             raise InvalidArgumentError(f"the NumPy backend runs on device='cpu', got {device!r}")
         key = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
@@ -42,6 +45,14 @@ class SentenceEncoder:
         self.dtype = np.dtype(DTYPES[key])
         model = self._read_folder(name_or_path)
         self.params = load_bert_params(model.weights_path, model.config, self.dtype)
+        self.deterministic = _check_deterministic(deterministic)
+        self._row_classes = self._blas_row_classes() if deterministic else (0,)
+
+    def _blas_row_classes(self):
+        """BLAS's row classes for this model's GEMM shapes, on one thread (`runtime.blas_rows`)."""
+        C, I = self.bert_config.hidden_size, self.bert_config.intermediate_size
+        with worker_pool(1, pin_blas=True):
+            return row_classes(self.dtype, ((C, C), (C, I), (I, C)))
 
     def _read_folder(self, name_or_path):
         """Resolve and read the model folder: configs, pooling and tokenizer (every backend shares this)."""
@@ -114,9 +125,11 @@ class SentenceEncoder:
                output_value="sentence_embedding", convert_to_numpy=True, convert_to_tensor=False):
         """Embed a string (-> (dim,)) or a list of strings (-> (n, dim)), as SentenceTransformer.encode does.
 
-        Texts are sorted by token count into batches (so a batch pads little) and returned in input order; each
-        batch runs in pieces of about TOKENS_PER_PIECE tokens, side by side on the cores. `normalize_embeddings=None`
-        follows the folder's Normalize module; True or False forces L2 normalisation on or off.
+        Texts are sorted by token count into batches and returned in input order; each batch runs packed (no
+        padding, `encoder.packed`) in pieces of about TOKENS_PER_PIECE tokens, side by side on the cores. With
+        `deterministic=True` a text's embedding is the same bytes whatever it is batched with.
+        `normalize_embeddings=None` follows the folder's Normalize module; True or False forces L2 normalisation
+        on or off.
         `output_value="token_embeddings"` gives each text's unpadded token vectors; None gives a dict per text.
         """
         single, texts, normalize = self._encode_args(sentences, batch_size, normalize_embeddings, output_value)
@@ -130,7 +143,7 @@ class SentenceEncoder:
             return idx, self._encode_batch([texts[i] for i in idx], normalize, output_value)
 
         results = [None] * len(texts)
-        done = map_batches(run, pieces)
+        done = map_batches(run, pieces, pin_blas=self.deterministic)
         for idx, items in track(done, total=len(pieces), desc="Batches", show_progress_bar=show_progress_bar):
             for i, item in zip(idx, items):
                 results[i] = item
@@ -156,18 +169,20 @@ class SentenceEncoder:
         return single, texts, normalize
 
     def _encode_batch(self, texts, normalize, output_value):
-        features = self.tokenize(texts)
-        mask = features["attention_mask"]
-        h = self.forward(features["input_ids"], mask, features["token_type_ids"])["last_hidden_state"]
-        emb, _ = self._pool(h, mask, normalize)
+        features = self.tokenizer.batch_encode(self._prepare(texts), max_length=self.max_seq_length, padding=False)
+        batch = PackedTexts.pack(features["input_ids"], features["token_type_ids"], self._row_classes)
+        h = packed_forward(self.params, self.bert_config, batch)
+        text_rows = batch.text_rows()
+        emb = pool_packed(h, text_rows, self.pooling_modes)
+        if normalize:
+            emb, _ = l2_normalize_forward(emb)
         if output_value == "sentence_embedding":
             return list(emb)
-        lengths = mask.sum(axis=1)
-        tokens = [h[b, :lengths[b]] for b in range(len(texts))]
+        tokens = [h[rows] for rows in text_rows]
         if output_value == "token_embeddings":
             return tokens
-        return [{"input_ids": features["input_ids"][b, :lengths[b]], "token_embeddings": tokens[b],
-                 "sentence_embedding": emb[b]} for b in range(len(texts))]
+        return [{"input_ids": ids, "token_embeddings": t, "sentence_embedding": e}
+                for ids, t, e in zip(features["input_ids"], tokens, emb)]
 
     def forward_train(self, features, normalize_embeddings=None):
         """Sentence embeddings (B, dim) of tokenised `features`, keeping what `backward` needs.
@@ -213,11 +228,21 @@ def _to_tensor(rows, dim, dtype):
 
 
 def _split_by_tokens(idx, lengths):
-    """Split one batch (sorted longest first) into pieces of about TOKENS_PER_PIECE padded tokens: pieces run
-    side by side on the cores, and a piece of a few hundred tokens keeps the FFN activations in cache."""
-    padded = len(idx) * int(lengths[idx[0]]) if len(idx) else 0
-    n = min(len(idx), -(-padded // TOKENS_PER_PIECE))
-    return [piece for piece in np.array_split(idx, max(1, n)) if len(piece)]
+    """Split one batch into pieces of about TOKENS_PER_PIECE tokens: pieces run side by side on the cores, and a
+    piece of a few hundred tokens keeps the FFN activations in cache."""
+    tokens = np.cumsum(lengths[idx])
+    n = min(len(idx), -(-int(tokens[-1]) // TOKENS_PER_PIECE)) if len(idx) else 0
+    cuts = np.searchsorted(tokens, tokens[-1] * np.arange(1, n) / n) + 1 if n > 1 else []
+    return [piece for piece in np.split(idx, cuts) if len(piece)]
+
+
+def _check_deterministic(value):
+    if not isinstance(value, bool):
+        raise InvalidArgumentError(f"deterministic must be True or False, got {value!r}")
+    if value and not blas_pinnable():
+        raise InvalidArgumentError("deterministic=True runs BLAS on one thread per call, which needs threadpoolctl: "
+                                   "pip install 'npminilm[fast]'")
+    return value
 
 
 def _check_texts(sentences):

@@ -7,6 +7,7 @@ side, each with a single-threaded BLAS, keeps every core busy for the whole forw
 the GIL while they compute, so plain threads suffice. Without threadpoolctl the batches run one after another.
 """
 
+import importlib.util
 import os
 import queue
 import threading
@@ -34,26 +35,36 @@ def _single_threaded_blas():
     return threadpool_limits(limits=1, user_api="blas")
 
 
+def blas_pinnable():
+    """Whether BLAS can be limited to one thread per call here (threadpoolctl is installed)."""
+    return importlib.util.find_spec("threadpoolctl") is not None
+
+
 @contextmanager
-def worker_pool(workers=None):
+def worker_pool(workers=None, pin_blas=False):
     """A thread pool with BLAS limited to one thread (process-wide) while it is open; None when one worker is
-    asked for or threadpoolctl is missing (the work then runs in the calling thread). Holding one pool across
-    many small calls saves threadpoolctl's library scan on each."""
+    asked for or threadpoolctl is missing (the work then runs in the calling thread). pin_blas limits BLAS to
+    one thread even then. Holding one pool across many small calls saves threadpoolctl's library scan on each."""
     workers = default_workers() if workers is None else workers
-    limits = _single_threaded_blas() if workers > 1 else None
+    limits = _single_threaded_blas() if workers > 1 or pin_blas else None
     if limits is None:
         yield None
         return
-    with limits, ThreadPoolExecutor(workers, thread_name_prefix="npminilm") as pool:
-        yield pool
+    with limits:
+        if workers == 1:
+            yield None
+            return
+        with ThreadPoolExecutor(workers, thread_name_prefix="npminilm") as pool:
+            yield pool
 
 
-def map_batches(fn, batches, workers=None):
+def map_batches(fn, batches, workers=None, pin_blas=False):
     """Yield fn(batch) for each batch, in order. With more than one batch and worker, the batches run on worker
-    threads while BLAS is limited to one thread (process-wide, for the duration)."""
+    threads while BLAS is limited to one thread (process-wide, for the duration); pin_blas limits it with one
+    worker too."""
     batches = list(batches)
-    workers = min(default_workers() if workers is None else workers, len(batches))
-    with worker_pool(workers) as pool:
+    workers = max(1, min(default_workers() if workers is None else workers, len(batches)))
+    with worker_pool(workers, pin_blas) as pool:
         yield from map(fn, batches) if pool is None else pool.map(fn, batches)
 
 

@@ -137,3 +137,14 @@ def test_import_and_encode_never_load_torch(model_dir):
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_deterministic_is_checked(model_dir, monkeypatch):
+    from npminilm import SentenceEncoder
+    import npminilm.encoder.sentence_encoder as module
+
+    with pytest.raises(InvalidArgumentError):
+        SentenceEncoder(model_dir, deterministic="yes")
+    monkeypatch.setattr(module, "blas_pinnable", lambda: False)  # what the core install (no threadpoolctl) says
+    with pytest.raises(InvalidArgumentError, match="threadpoolctl"):
+        SentenceEncoder(model_dir, deterministic=True)
