@@ -1,6 +1,7 @@
 """A/B of npminilm checkouts on cpu_bench's workloads: how much one change speeds up `encode`.
 
     python benchmarks/cpu_ab.py REF_A REF_B [REF_C ...] [--rounds 5] [--workloads passages-200w stsb-sentences]
+                                [--options '{"deterministic": true}'] [--one-thread]
 
 Each git ref is checked out into a temporary worktree; every round runs each ref in a fresh process (import,
 load, one warm-up batch, then the whole workload timed), the refs alternating so drift in machine load hits
@@ -21,21 +22,28 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from cpu_bench import workloads  # noqa: E402
 
 CHILD = """
-import json, sys, time
+import contextlib, json, sys, time
 sys.path.insert(0, {tree!r})
 import npminilm
 texts = json.load(open({texts!r}))
 enc = npminilm.SentenceEncoder(**{options!r})
-enc.encode(texts[:{batch}], batch_size={batch})
-start = time.perf_counter()
-enc.encode(texts, batch_size={batch})
+if {one_thread!r}:  # one worker, BLAS on one thread: the single-core cost
+    from threadpoolctl import threadpool_limits
+    limits = threadpool_limits(1, "blas")
+else:
+    limits = contextlib.nullcontext()
+with limits:
+    enc.encode(texts[:{batch}], batch_size={batch})
+    start = time.perf_counter()
+    enc.encode(texts, batch_size={batch})
 print(time.perf_counter() - start)
 """
 
 
-def run(tree, texts_path, batch, options):
-    code = CHILD.format(tree=str(tree), texts=str(texts_path), batch=batch, options=options)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+def run(tree, texts_path, batch, options, one_thread):
+    code = CHILD.format(tree=str(tree), texts=str(texts_path), batch=batch, options=options, one_thread=one_thread)
+    env = dict(os.environ, **({"NPMINILM_NUM_THREADS": "1"} if one_thread else {}))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     return float(out.stdout.split()[-1])
 
 
@@ -46,6 +54,7 @@ def main():
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--workloads", nargs="+", default=["passages-200w", "stsb-sentences"])
     parser.add_argument("--options", default="{}", help="SentenceEncoder keyword arguments, as JSON")
+    parser.add_argument("--one-thread", action="store_true", help="one worker and BLAS on one thread")
     args = parser.parse_args()
     options = json.loads(args.options)
     with tempfile.TemporaryDirectory() as tmp:
@@ -56,14 +65,15 @@ def main():
                            check=True)
         try:
             all_texts = workloads()
-            print(f"load average {os.getloadavg()[0]:.2f}; batch {args.batch}; options {options}")
+            print(f"load average {os.getloadavg()[0]:.2f}; batch {args.batch}; options {options}; "
+                  f"{'one thread' if args.one_thread else 'default threads'}")
             for name in args.workloads:
                 path = Path(tmp) / f"{name}.json"
                 path.write_text(json.dumps(all_texts[name]))
                 times = {ref: [] for ref in args.refs}
                 for _ in range(args.rounds):
                     for ref in args.refs:
-                        times[ref].append(run(trees[ref], path, args.batch, options))
+                        times[ref].append(run(trees[ref], path, args.batch, options, args.one_thread))
                 base = len(all_texts[name]) / statistics.median(times[args.refs[0]])
                 for ref in args.refs:
                     rate = len(all_texts[name]) / statistics.median(times[ref])
