@@ -18,29 +18,12 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ModelLoadError, NpMiniLMError
-from ..io.atomic import atomic_write
-from ..io.safetensors_reader import load_tensor, read_header
+from ..io.tensors import load_tensors, save_tensors, write_json
 from .config import GPTConfig
 from .model import check_params
 from .tokenizers import tokenizer_from_dict
 
 FORMAT = "npminilm-lm"
-
-
-def _save_tensors(path: Path, tensors: dict):
-    from safetensors.numpy import save
-
-    data = save({k: np.ascontiguousarray(v) for k, v in tensors.items()})
-    atomic_write(path, lambda f: f.write(data), binary=True)
-
-
-def write_json(path: Path, obj):
-    atomic_write(path, lambda f: json.dump(obj, f, indent=1, ensure_ascii=True))
-
-
-def load_tensors(path, dtype=np.float32) -> dict[str, np.ndarray]:
-    infos = read_header(path)
-    return {name: np.array(load_tensor(path, info, np.dtype(dtype))) for name, info in infos.items()}
 
 
 def save_checkpoint(out_dir, params, model_config: GPTConfig, tokenizer, train_config: dict | None = None,
@@ -49,9 +32,9 @@ def save_checkpoint(out_dir, params, model_config: GPTConfig, tokenizer, train_c
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", {"format": FORMAT, "model": model_config.to_dict(), "train": train_config})
     write_json(out / "tokenizer.json", tokenizer.to_dict())
-    _save_tensors(out / "model.safetensors", {k: v.astype(np.float32) for k, v in params.items()})
+    save_tensors(out / "model.safetensors", {k: v.astype(np.float32) for k, v in params.items()})
     if optimizer is not None:
-        _save_tensors(out / "optimizer.safetensors", optimizer.state_tensors())
+        save_tensors(out / "optimizer.safetensors", optimizer.state_tensors())
     if state is not None:
         write_json(out / "train_state.json", {**state, "adamw_step": optimizer.t if optimizer else 0})
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from ..io.atomic import atomic_write
-from .checkpoint import load_checkpoint, write_json
+from ..io.tensors import write_json
+from .checkpoint import load_checkpoint
 from .config import GPTConfig
 from .model import param_shapes
 
