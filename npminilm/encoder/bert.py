@@ -14,6 +14,8 @@ from ..errors import InvalidInputError
 from ..nn.ops import (
     attention_backward,
     attention_forward,
+    dropout_backward,
+    dropout_forward,
     embedding_backward,
     embedding_forward,
     gelu_backward,
@@ -46,8 +48,9 @@ class BertCache:
     attention_mask: np.ndarray  # (B, T)
 
 
-def embeddings_forward(params, config, input_ids, token_type_ids):
-    """LayerNorm(word[ids] + position[t] + token_type[type]). (B, T) ints -> (B, T, C)."""
+def embeddings_forward(params, config, input_ids, token_type_ids, rng=None):
+    """Dropout(LayerNorm(word[ids] + position[t] + token_type[type])). (B, T) ints -> (B, T, C).
+    rng None: no dropout (evaluation)."""
     T = input_ids.shape[1]
     c = Cache()
     word, c.ops["word_embeddings"] = embedding_forward(input_ids, params["embeddings.word_embeddings.weight"])
@@ -59,13 +62,15 @@ def embeddings_forward(params, config, input_ids, token_type_ids):
     out, c.ops["LayerNorm"] = layernorm_forward(
         x, params["embeddings.LayerNorm.weight"], params["embeddings.LayerNorm.bias"], config.layer_norm_eps
     )
+    out, c.ops["dropout"] = dropout_forward(out, config.hidden_dropout_prob, rng)
     c.stages.update({"word": word, "position": pos, "token_type": typ, "sum": x})
     return out, c
 
 
-def layer_forward(params, config, i, x, mask, training=False):
-    """One post-LN block: h = LN(x + Attn(x)); out = LN(h + FFN(h)). (B, T, C) -> (B, T, C).
-    training: the GELU cache also holds its derivative, ready for backward."""
+def layer_forward(params, config, i, x, mask, training=False, rng=None):
+    """One post-LN block: h = LN(x + Drop(Attn(x))); out = LN(h + Drop(FFN(h))). (B, T, C) -> (B, T, C).
+    training: the GELU cache also holds its derivative, ready for backward. rng: dropout where HF BERT has it
+    (the attention probabilities and both branches before their residual sums); None: none (evaluation)."""
     p = f"encoder.layer.{i}."
     eps = config.layer_norm_eps
     c = Cache()
@@ -75,9 +80,12 @@ def layer_forward(params, config, i, x, mask, training=False):
                                                     params[p + "attention.self.key.bias"])
     v, c.ops["attention.self.value"] = linear_forward(x, params[p + "attention.self.value.weight"],
                                                       params[p + "attention.self.value.bias"])
-    a, c.ops["attention.self"] = attention_forward(q, k, v, config.num_attention_heads, mask)
+    a, c.ops["attention.self"] = attention_forward(
+        q, k, v, config.num_attention_heads, mask,
+        dropout=None if rng is None else (config.attention_probs_dropout_prob, rng))
     o, c.ops["attention.output.dense"] = linear_forward(a, params[p + "attention.output.dense.weight"],
                                                         params[p + "attention.output.dense.bias"])
+    o, c.ops["attention.output.dropout"] = dropout_forward(o, config.hidden_dropout_prob, rng)
     s1 = o + x
     h, c.ops["attention.output.LayerNorm"] = layernorm_forward(
         s1, params[p + "attention.output.LayerNorm.weight"], params[p + "attention.output.LayerNorm.bias"], eps
@@ -87,6 +95,7 @@ def layer_forward(params, config, i, x, mask, training=False):
     g, c.ops["intermediate.gelu"] = gelu_forward(f, save_derivative=training)
     d, c.ops["output.dense"] = linear_forward(g, params[p + "output.dense.weight"],
                                               params[p + "output.dense.bias"])  # (B, T, I) -> (B, T, C)
+    d, c.ops["output.dropout"] = dropout_forward(d, config.hidden_dropout_prob, rng)
     s2 = d + h
     out, c.ops["output.LayerNorm"] = layernorm_forward(
         s2, params[p + "output.LayerNorm.weight"], params[p + "output.LayerNorm.bias"], eps
@@ -110,7 +119,8 @@ def check_inputs(config, input_ids, attention_mask, token_type_ids):
     """Validate ids, mask and types against the config; returns them as int64 arrays."""
     input_ids = np.asarray(input_ids)
     if input_ids.ndim != 2 or not np.issubdtype(input_ids.dtype, np.integer):
-        raise InvalidInputError(f"input_ids must be a 2-D integer array (B, T), got {input_ids.dtype} {input_ids.shape}")
+        raise InvalidInputError(f"input_ids must be a 2-D integer array (B, T), "
+                                f"got {input_ids.dtype} {input_ids.shape}")
     B, T = input_ids.shape
     attention_mask = np.ones((B, T), np.int64) if attention_mask is None else np.asarray(attention_mask)
     token_type_ids = np.zeros((B, T), np.int64) if token_type_ids is None else np.asarray(token_type_ids)
@@ -128,14 +138,15 @@ def check_inputs(config, input_ids, attention_mask, token_type_ids):
 
 
 def bert_forward(params, config, input_ids, attention_mask=None, token_type_ids=None,
-                 output_hidden_states=False, keep_cache=False):
-    """The whole encoder. Returns ({"last_hidden_state", ["hidden_states"], ["pooler_output"]}, caches or None)."""
+                 output_hidden_states=False, keep_cache=False, rng=None):
+    """The whole encoder. Returns ({"last_hidden_state", ["hidden_states"], ["pooler_output"]}, caches or None).
+    rng (a numpy Generator): training-mode dropout, drawn in a fixed order; None: evaluation."""
     input_ids, attention_mask, token_type_ids = check_inputs(config, input_ids, attention_mask, token_type_ids)
-    x, emb_cache = embeddings_forward(params, config, input_ids, token_type_ids)
+    x, emb_cache = embeddings_forward(params, config, input_ids, token_type_ids, rng)
     hidden_states = [x] if output_hidden_states else None
     layer_caches = []
     for i in range(config.num_hidden_layers):
-        x, layer_cache = layer_forward(params, config, i, x, attention_mask, training=keep_cache)
+        x, layer_cache = layer_forward(params, config, i, x, attention_mask, training=keep_cache, rng=rng)
         if output_hidden_states:
             hidden_states.append(x)
         if keep_cache:
@@ -153,10 +164,11 @@ def bert_forward(params, config, input_ids, attention_mask=None, token_type_ids=
 # ------------------------------------------------------------------------------------------------ backward
 
 
-# x = word[ids] + pos[t] + type[tt];  out = LN(x)
-#   dx = LN'(dout);  dword, dtype: scatter-add of dx;  dpos: scatter-add of dx summed over the batch
+# x = word[ids] + pos[t] + type[tt];  out = Drop(LN(x))
+#   dx = LN'(Drop'(dout));  dword, dtype: scatter-add of dx;  dpos: scatter-add of dx summed over the batch
 def embeddings_backward(dout, cache):
     c = cache.ops
+    (dout,) = dropout_backward(dout, c["dropout"])
     dx, dln_w, dln_b = layernorm_backward(dout, c["LayerNorm"])
     return {
         "embeddings.word_embeddings.weight": embedding_backward(dx, c["word_embeddings"])[0],
@@ -168,7 +180,7 @@ def embeddings_backward(dout, cache):
     }
 
 
-# h = LN1(x + O(Attn(Q x, K x, V x)));  out = LN2(h + Down(GELU(Up(h))))
+# h = LN1(x + Drop(O(Attn(Q x, K x, V x))));  out = LN2(h + Drop(Down(GELU(Up(h)))))
 #   the residual branches fan out, so dh and dx each sum two paths
 def layer_backward(dout, cache, i, grads):
     """Backward through block i: writes its parameter gradients into `grads`, returns dx (B, T, C)."""
@@ -176,15 +188,17 @@ def layer_backward(dout, cache, i, grads):
     p = f"encoder.layer.{i}."
     dsum2, grads[p + "output.LayerNorm.weight"], grads[p + "output.LayerNorm.bias"] = \
         layernorm_backward(dout, c["output.LayerNorm"])
-    dg, grads[p + "output.dense.weight"], grads[p + "output.dense.bias"] = linear_backward(dsum2, c["output.dense"])
+    (dd,) = dropout_backward(dsum2, c["output.dropout"])
+    dg, grads[p + "output.dense.weight"], grads[p + "output.dense.bias"] = linear_backward(dd, c["output.dense"])
     (df,) = gelu_backward(dg, c["intermediate.gelu"])
     dh_ffn, grads[p + "intermediate.dense.weight"], grads[p + "intermediate.dense.bias"] = \
         linear_backward(df, c["intermediate.dense"])
     dh = dsum2 + dh_ffn
     dsum1, grads[p + "attention.output.LayerNorm.weight"], grads[p + "attention.output.LayerNorm.bias"] = \
         layernorm_backward(dh, c["attention.output.LayerNorm"])
+    (do,) = dropout_backward(dsum1, c["attention.output.dropout"])
     da, grads[p + "attention.output.dense.weight"], grads[p + "attention.output.dense.bias"] = \
-        linear_backward(dsum1, c["attention.output.dense"])
+        linear_backward(do, c["attention.output.dense"])
     dq, dk, dv = attention_backward(da, c["attention.self"])
     dx = dsum1
     for name, d in (("query", dq), ("key", dk), ("value", dv)):

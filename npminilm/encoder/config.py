@@ -18,6 +18,8 @@ class BertConfig:
     type_vocab_size: int
     layer_norm_eps: float
     hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.1  # training only: embeddings, attention output, FFN output
+    attention_probs_dropout_prob: float = 0.1  # training only: the attention probabilities
 
     @property
     def head_size(self):
@@ -46,4 +48,10 @@ class BertConfig:
             raise ModelLoadError(f"{where}: hidden_act {act!r} is not supported (only exact-erf 'gelu')")
         if d.get("position_embedding_type", "absolute") != "absolute":
             raise ModelLoadError(f"{where}: only absolute position embeddings are supported")
-        return cls(layer_norm_eps=float(eps), hidden_act=act, **ints)
+        rates = {}
+        for key in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+            rates[key] = d.get(key, 0.1)
+            if not isinstance(rates[key], (int, float)) or isinstance(rates[key], bool) or not 0 <= rates[key] < 1:
+                raise ModelLoadError(f"{where}: {key} must be in [0, 1), got {rates[key]!r}")
+            rates[key] = float(rates[key])
+        return cls(layer_norm_eps=float(eps), hidden_act=act, **ints, **rates)

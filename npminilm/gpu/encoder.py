@@ -249,7 +249,7 @@ class TritonSentenceEncoder(SentenceEncoder):
         for i, item in zip(batch.idx, items):
             results[i] = item
 
-    def forward_train(self, features, normalize_embeddings=None):
+    def forward_train(self, features, normalize_embeddings=None, rng=None):
         raise InvalidArgumentError("training (forward_train/backward) runs on backend='numpy' only")
 
     def backward(self, d_emb, cache):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable
 
 import numpy as np
@@ -189,6 +190,29 @@ def _cosine_mse(rng):
                   {"a": _normal(rng, 5, 7), "b": _normal(rng, 5, 7)})
 
 
+def _mnrl_symmetric(rng):
+    return OpCase(lambda a, p: losses.mnrl_forward(a, p, scale=20.0, symmetric=True), losses.mnrl_backward,
+                  {"anchors": _normal(rng, 4, 7), "positives": _normal(rng, 6, 7)})
+
+
+def _cosent(rng):
+    labels = rng.uniform(0.0, 1.0, size=6)
+    labels[1] = labels[4]  # a tie: neither order of that pair is penalised
+    return OpCase(lambda a, b: losses.cosent_forward(a, b, labels, scale=20.0), losses.cosent_backward,
+                  {"a": _normal(rng, 6, 7), "b": _normal(rng, 6, 7)})
+
+
+def _matryoshka(rng):
+    labels = rng.uniform(0.0, 1.0, size=5)
+
+    def forward(a, b):
+        return losses.matryoshka_forward(losses.cosent_forward, [a, b], dims=(8, 4, 2), weights=(1.0, 0.5, 2.0),
+                                         labels=labels)
+
+    return OpCase(forward, partial(losses.matryoshka_backward, losses.cosent_backward),
+                  {"a": _normal(rng, 5, 8), "b": _normal(rng, 5, 8)})
+
+
 OPS = {
     "linear": _linear,
     "embedding": _embedding,
@@ -206,7 +230,10 @@ OPS = {
     "tanh": _tanh,
     "cross_entropy": _cross_entropy,
     "mnrl": _mnrl,
+    "mnrl_symmetric": _mnrl_symmetric,
     "cosine_mse": _cosine_mse,
+    "cosent": _cosent,
+    "matryoshka_cosent": _matryoshka,
 }
 
 

@@ -143,9 +143,9 @@ def _erf_block(x, out, a, t):
 def gelu_forward(x, save_derivative=False):
     """Exact GELU, x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2)) (HF's "gelu", not the tanh "gelu_new").
 
-    float32 evaluates erf by A&S 7.1.28 (below; within 1e-6 of the exact GELU), a block at a time in cache. The
-    cache is (x, gelu'(x) or None). save_derivative (training) computes gelu'(x) in the same pass, so backward
-    is one multiply instead of a second erf; otherwise backward recomputes it from x.
+    The cache is (x, gelu'(x) or None). save_derivative (training) computes gelu'(x) in the same pass from the
+    tail and exp(-x^2 / 2) the forward already has, so backward is one multiply instead of a second erf;
+    otherwise backward recomputes it from x.
     """
     if x.dtype == np.float64:
         cdf = 0.5 * (1.0 + erf(x * _SQRT1_2))
@@ -156,51 +156,46 @@ def gelu_forward(x, save_derivative=False):
     out = np.empty(x1.shape, x.dtype)
     derivative = np.empty(x1.shape, x.dtype) if save_derivative else None
     a, e, t = _scratch(x1, 3)
+    positive = np.empty(a.shape, bool) if save_derivative else None
     for s in _block_slices(x1.size):
         n = s.stop - s.start
         xs, o, a_, e_, t_ = x1[s], out[s], a[:n], e[:n], t[:n]
         np.abs(xs, out=a_)
-        _erf_of_abs_block(a_, e_)  # e = erf(|x| / sqrt 2)
-        if save_derivative:  # gelu'(x) = Phi(x) + x phi(x),  Phi(x) = (1 + sign(x) e) / 2
+        _gaussian_tail_block(a_, o, e_, t_)  # o = Phi(-|x|), e = exp(-x^2 / 2)
+        if save_derivative:  # gelu'(x) = Phi(x) + x phi(x),  Phi(x) = Phi(-|x|) + [x >= 0] (1 - 2 Phi(-|x|))
             d = derivative[s]
-            np.multiply(a_, a_, out=t_)
-            t_ *= dt(-0.5)
-            np.exp(t_, out=t_)
-            t_ *= xs
-            np.multiply(t_, dt(_INV_SQRT_2PI), out=d)  # x phi(x)
-            np.copysign(e_, xs, out=t_)
+            np.multiply(e_, xs, out=d)
+            d *= dt(_INV_SQRT_2PI)
+            np.multiply(o, dt(-2.0), out=t_)
             t_ += dt(1.0)
-            t_ *= dt(0.5)
+            t_ *= np.greater_equal(xs, dt(0.0), out=positive[:n])
+            t_ += o
             d += t_
-        e_ *= a_  # |x| erf(|x| / sqrt 2) = x erf(x / sqrt 2)
-        np.add(xs, e_, out=o)
-        o *= dt(0.5)  # x Phi(x) = (x + x erf(x / sqrt 2)) / 2
+        o *= a_  # |x| Phi(-|x|)
+        a_ += xs
+        a_ *= dt(0.5)  # relu(x) = (x + |x|) / 2, exact; np.maximum against a scalar runs about 4x slower here
+        np.subtract(a_, o, out=o)  # x Phi(x) = relu(x) - |x| Phi(-|x|)
     return out.reshape(x.shape), (x, None if derivative is None else derivative.reshape(x.shape))
 
 
-# A&S 7.1.28 at z = a / sqrt 2 (the 1/sqrt 2 folded into the coefficients), for a >= 0:
-#   erf(z) = 1 - (1 + c1 a + c2 a^2 + ... + c6 a^6)^-16        (|error| <= 3e-7)
-# It needs no exp: numpy's float32 exp costs about as much as 15 in-cache multiplies (3.5 vs 0.2 ns an element
-# on an AVX2 Zen 3), so a 6-term polynomial and four squarings run GELU 1.7x faster than 7.1.26's
-# t-polynomial times exp(-z^2), for a GELU error of 8.6e-7 instead of 3.3e-7. Past a ~ 50 the power overflows to
-# inf, whose reciprocal is the exact 0.
-_ERF_28 = tuple(c / math.sqrt(2.0) ** (k + 1) for k, c in enumerate(
-    (0.0705230784, 0.0422820123, 0.0092705272, 0.0001520143, 0.0002765672, 0.0000430638)))
-
-
-def _erf_of_abs_block(a, out):
-    """out = erf(a / sqrt 2) for a block a >= 0 (float32), in place."""
+# The standard normal's tail Phi(-a) = erfc(a / sqrt 2) / 2 for a >= 0, by A&S 7.1.26 at z = a / sqrt 2:
+#   erfc(z) = t (a1 + t (a2 + ... + t a5)) exp(-z^2),  t = 1 / (1 + p z)   (|error| <= 1.5e-7)
+# with the 1/2 folded into the coefficients and 1/sqrt 2 into p. Written this way GELU needs no 1 + erf(x)
+# (which cancels for negative x) and no sign fix-up: x Phi(x) = relu(x) - |x| Phi(-|x|).
+def _gaussian_tail_block(a, out, e, t):
+    """out = Phi(-a) and e = exp(-a^2 / 2), in place, for a block a >= 0; t is scratch."""
     dt = a.dtype.type
-    np.multiply(a, dt(_ERF_28[5]), out=out)
-    for c in _ERF_28[4::-1]:
-        out += dt(c)
-        out *= a
-    out += dt(1.0)
-    with np.errstate(over="ignore"):
-        for _ in range(4):
-            np.multiply(out, out, out=out)  # ^16
-    np.reciprocal(out, out=out)
-    np.subtract(dt(1.0), out, out=out)
+    np.multiply(a, dt(_ERF_P * _SQRT1_2), out=t)
+    t += dt(1.0)
+    np.reciprocal(t, out=t)
+    np.multiply(a, a, out=e)
+    e *= dt(-0.5)
+    np.exp(e, out=e)
+    np.multiply(t, dt(0.5 * _ERF_A[0]), out=out)
+    for c in _ERF_A[1:]:
+        out += dt(0.5 * c)
+        out *= t
+    out *= e
 
 
 # d/dx [x Phi(x)] = Phi(x) + x phi(x),   phi(x) = exp(-x^2 / 2) / sqrt(2 pi)
@@ -240,7 +235,7 @@ _KEY_BLOCK = 96  # keys per P V product: OpenBLAS's sgemm runs (T, T) @ (T, hs) 
 #                  (10 vs 30 GFLOP/s at T = 256, hs = 32, Haswell kernels); blocks of 96 keys run near 28 at every T
 
 
-def attention_forward(q, k, v, n_head, mask=None, causal=False, scale=None, keep_cache=True):
+def attention_forward(q, k, v, n_head, mask=None, causal=False, scale=None, keep_cache=True, dropout=None):
     """Scaled dot-product multi-head attention. q, k, v (B, T, C) -> (B, T, C).
 
     mask (B, T): 1 for real tokens, 0 for padding keys. Disallowed scores become the dtype's lowest finite
@@ -250,6 +245,8 @@ def attention_forward(q, k, v, n_head, mask=None, causal=False, scale=None, keep
     names the heads (q, k, v, each (B, NH, T, hs)), the probabilities (B, NH, T, T), the scale and the
     allowed-key mask. keep_cache=False (inference) returns (y, None): the chunks then reuse one scratch buffer
     and the probabilities are never normalised; the normalisation is applied to P V's (T, hs) rows instead.
+    dropout=(p, rng) (training, as HF BERT) drops probabilities before P V; the cache then also holds the
+    scaled keep-mask ("drop", (B, NH, T, T)).
     """
     B, T, C = q.shape
     hs = C // n_head
@@ -283,10 +280,14 @@ def attention_forward(q, k, v, n_head, mask=None, causal=False, scale=None, keep
                 inv_sum = np.reciprocal(scores.sum(axis=-1, keepdims=True))
                 _probs_times_values(scores, vh[at], yh[at])
                 yh[at] *= inv_sum
+    drop = None
+    if dropout is not None and dropout[0] > 0.0:  # y = dropout(P) V, recomputed over the whole P
+        dropped, drop = dropout_forward(probs, *dropout)
+        yh = dropped @ vh  # (B, NH, T, T) @ (B, NH, T, hs)
     y = yh.transpose(0, 2, 1, 3).reshape(B, T, C)  # (B, NH, T, hs) -> (B, T, C)
     if not keep_cache:
         return y, None
-    return y, {"q": qh, "k": kh, "v": vh, "probs": probs, "scale": scale, "allowed": allowed}
+    return y, {"q": qh, "k": kh, "v": vh, "probs": probs, "scale": scale, "allowed": allowed, "drop": drop}
 
 
 def _probs_times_values(p, v, out):
@@ -310,17 +311,20 @@ def _allowed(mask, causal, B, T):
     return allowed
 
 
-# S = Q K^T * s,  P = softmax(S) (masked entries are constants),  Y = P V
-#   dV = P^T dY,   dP = dY V^T,   dS = P * (dP - rowsum(dP * P)),   dQ = dS K s,   dK = dS^T Q s
+# S = Q K^T * s,  P = softmax(S) (masked entries are constants),  Y = D(P) V  (D: dropout's scaled keep-mask M)
+#   dV = D(P)^T dY,   dP = (dY V^T) * M,   dS = P * (dP - rowsum(dP * P)),   dQ = dS K s,   dK = dS^T Q s
 # A masked entry of S is a constant, so its dS is 0. P is 0 there unless the whole row is masked (uniform P),
 # which is why dS is masked explicitly rather than trusted to vanish.
 def attention_backward(dout, cache):
     qh, kh, vh, probs = cache["q"], cache["k"], cache["v"], cache["probs"]
     scale, allowed = cache["scale"], cache["allowed"]
     B, NH, T, hs = qh.shape
+    drop = cache.get("drop")
     dyh = dout.reshape(B, T, NH, hs).transpose(0, 2, 1, 3)  # (B, T, C) -> (B, NH, T, hs)
-    dvh = probs.transpose(0, 1, 3, 2) @ dyh
+    dvh = (probs if drop is None else probs * drop).transpose(0, 1, 3, 2) @ dyh
     dprobs = dyh @ vh.transpose(0, 1, 3, 2)
+    if drop is not None:
+        dprobs *= drop
     (dscores,) = softmax_backward(dprobs, (probs, -1))
     if allowed is not None:
         dscores *= allowed

@@ -2,7 +2,7 @@
 
 Both engines run the same inputs in the same dtype; the loss is L = sum(out * dout) for one random dout. Losses
 are compared with sentence-transformers' formulas written in torch (MultipleNegativesRankingLoss,
-CosineSimilarityLoss).
+CosineSimilarityLoss), and with its own loss classes (symmetric MNRL, CoSENTLoss, MatryoshkaLoss's sum).
 """
 
 import math
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from npminilm.nn import losses, ops
@@ -174,6 +174,59 @@ def case_cosine_mse(data, rng):
             {"a": rng.standard_normal((B, C)), "b": rng.standard_normal((B, C))})
 
 
+def case_mnrl_symmetric(data, rng):
+    from sentence_transformers.losses import MultipleNegativesRankingLoss
+
+    B, negatives, C = data.draw(SIZES), data.draw(st.sampled_from([0, 1])), data.draw(st.sampled_from([2, 7, 32]))
+    scale = data.draw(st.sampled_from([1.0, 20.0]))
+    loss = MultipleNegativesRankingLoss(None, scale=scale, directions=("query_to_doc", "doc_to_query"),
+                                        partition_mode="per_direction")  # = MultipleNegativesSymmetricRankingLoss
+
+    def reference(a, p):  # sentence-transformers takes the hard negatives as a column of B per anchor
+        return loss.compute_loss_from_embeddings([a, *torch.split(p, B)], None)
+
+    inputs = {"anchors": rng.standard_normal((B, C)), "positives": rng.standard_normal((B * (1 + negatives), C))}
+    # a saturated softmax (a loss of 1e-4 or less) has no float32 digits left to compare: draw another
+    assume(float(losses.mnrl_forward(*inputs.values(), scale=scale, symmetric=True)[0]) > 1e-2)
+    return (lambda a, p: losses.mnrl_forward(a, p, scale=scale, symmetric=True), losses.mnrl_backward, reference,
+            inputs)
+
+
+def _cosent_reference(scale, labels):
+    from sentence_transformers.losses import CoSENTLoss
+
+    loss = CoSENTLoss(None, scale=scale)
+    return lambda a, b: loss.compute_loss_from_embeddings([a, b], torch.from_numpy(labels).to(a.dtype))
+
+
+def case_cosent(data, rng):
+    B, C = data.draw(SIZES), data.draw(st.sampled_from([2, 7, 32]))
+    scale = data.draw(st.sampled_from([1.0, 20.0]))
+    labels = rng.integers(0, 3, size=B).astype(float) if data.draw(st.booleans()) else rng.uniform(0, 5, size=B)
+    inputs = {"a": rng.standard_normal((B, C)), "b": rng.standard_normal((B, C))}
+    assume(float(losses.cosent_forward(*inputs.values(), labels, scale=scale)[0]) > 1e-2)  # not saturated
+    return (lambda a, b: losses.cosent_forward(a, b, labels, scale=scale), losses.cosent_backward,
+            _cosent_reference(scale, labels), inputs)
+
+
+def case_matryoshka(data, rng):
+    B, C = data.draw(SIZES), data.draw(st.sampled_from([8, 32]))
+    dims = sorted({C, *data.draw(st.lists(st.integers(1, C - 1), min_size=1, max_size=3))}, reverse=True)
+    weights = rng.uniform(0.2, 2.0, size=len(dims))
+    labels = rng.uniform(0, 1, size=B)
+    inner = _cosent_reference(20.0, labels)
+
+    def reference(a, b):  # MatryoshkaLoss: the wrapped loss on each truncation, weighted and summed
+        return sum(w * inner(a[:, :d], b[:, :d]) for d, w in zip(dims, weights))
+
+    def forward(a, b):
+        return losses.matryoshka_forward(losses.cosent_forward, [a, b], dims, weights, labels=labels)
+
+    inputs = {"a": rng.standard_normal((B, C)), "b": rng.standard_normal((B, C))}
+    assume(float(forward(*inputs.values())[0]) > 1e-2)  # not saturated
+    return forward, partial(losses.matryoshka_backward, losses.cosent_backward), reference, inputs
+
+
 CASES = {
     "linear": case_linear,
     "embedding": case_embedding,
@@ -191,7 +244,10 @@ CASES = {
     "tanh": case_tanh,
     "cross_entropy": case_cross_entropy,
     "mnrl": case_mnrl,
+    "mnrl_symmetric": case_mnrl_symmetric,
     "cosine_mse": case_cosine_mse,
+    "cosent": case_cosent,
+    "matryoshka_cosent": case_matryoshka,
 }
 
 
