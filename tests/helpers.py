@@ -102,3 +102,24 @@ def pool_op(pool, mask):
         "cls": (lambda h: ops.cls_pool_forward(h, mask), ops.cls_pool_backward),
         "max": (lambda h: ops.max_pool_forward(h, mask), ops.max_pool_backward),
     }[pool]
+
+
+WORDS = "red green blue cat dog bird runs sleeps eats big small old new fast slow".split()
+
+
+def toy_pairs(rng, n):
+    """Fine-tuning data (`finetune.data.Examples`): scored pairs, a sentence and a shuffled copy scoring 1 and
+    two unrelated sentences 0."""
+    first, second, scores = [], [], []
+    for _ in range(n):
+        a = " ".join(rng.choice(WORDS, 5))
+        if rng.random() < 0.5:
+            b, s = " ".join(rng.permutation(a.split())), 1.0
+        else:
+            b, s = " ".join(rng.choice(WORDS, 5)), 0.0
+        first.append(a)
+        second.append(b)
+        scores.append(s)
+    from npminilm.finetune.data import Examples
+
+    return Examples([first, second], np.array(scores))

@@ -1,6 +1,6 @@
-"""The `npminilm` command line: encode, similarity, search, fetch, info, gradcheck, trace, lm and bpe.
+"""The `npminilm` command line: encode, similarity, search, fetch, info, fit, gradcheck, trace, lm and bpe.
 
-One module per command group (`embed`, `glassbox`, `lm`), each adding its commands to the parser built here,
+One module per command group (`embed`, `train`, `glassbox`, `lm`), each adding its commands to the parser built here,
 over `common` (exit codes, the usage error, argument types). `main` turns every failure into one line on stderr
 and an exit status.
 """
@@ -13,7 +13,7 @@ import sys
 
 from ..errors import NpMiniLMError, UsageError
 from ..io.hub import DEFAULT_MODEL
-from . import embed, glassbox, lm
+from . import embed, glassbox, lm, train
 from .common import (
     EXIT_BROKEN_PIPE,
     EXIT_INTERRUPTED,
@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
     embed.add_commands(sub, model_opt)
+    train.add_commands(sub, model_opt)
     glassbox.add_commands(sub, model_opt)
     lm.add_commands(sub)  # their models are checkpoint folders: no --model
     return parser

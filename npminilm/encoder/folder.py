@@ -67,7 +67,8 @@ def read_model_folder(path):
         pooling_modes = _read_pooling(pooling_path / "config.json", config.hidden_size)
     # Without modules.json sentence-transformers builds a bare Transformer module, which never reads
     # sentence_bert_config.json: the limit then comes from the tokenizer config and the position table.
-    max_seq_length, do_lower_case = _read_sentence_bert_config(transformer_path, config, use_file=pooling_path is not None)
+    max_seq_length, do_lower_case = _read_sentence_bert_config(transformer_path, config,
+                                                               use_file=pooling_path is not None)
     return ModelFolder(path, transformer_path, config, raw_config, pooling_modes, normalize,
                        max_seq_length, do_lower_case)
 

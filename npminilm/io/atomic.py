@@ -30,3 +30,27 @@ def atomic_write(path, write, binary: bool = False) -> None:
         except OSError:
             pass
         raise
+
+
+def replace_dir(built, target) -> None:
+    """Put the finished folder ``built`` at ``target`` (a sibling path), replacing any folder there: the old one
+    is renamed aside first and removed last, so at every moment one complete folder exists (``target``, or the
+    aside ``.<name>.old`` that `previous_dir` finds after an interruption)."""
+    import shutil
+
+    built, target = Path(built), Path(target)
+    aside = target.with_name(f".{target.name}.old")
+    if aside.exists() and target.exists():
+        shutil.rmtree(aside)
+    if target.exists():
+        os.replace(target, aside)
+    os.replace(built, target)
+    if aside.exists():
+        shutil.rmtree(aside)
+
+
+def previous_dir(target):
+    """``target`` when it exists, else the aside copy an interrupted `replace_dir` left, else None."""
+    target = Path(target)
+    aside = target.with_name(f".{target.name}.old")
+    return target if target.exists() else aside if aside.exists() else None

@@ -38,6 +38,9 @@ class _NullBar:
     def update(self, n: int = 1) -> None:
         pass
 
+    def set_postfix_str(self, text: str) -> None:
+        pass
+
     def close(self) -> None:
         pass
 
@@ -57,6 +60,7 @@ class PlainBar:
         self.unit = unit
         self.stream = sys.stderr if stream is None else stream
         self.n = 0
+        self.postfix = ""
         self._start = time.monotonic()
         self._last_draw = float("-inf")
         self._closed = False
@@ -66,7 +70,7 @@ class PlainBar:
         elapsed = time.monotonic() - self._start
         rate = self.n / elapsed if elapsed > 0 else 0.0
         prefix = f"{self.desc}: " if self.desc else ""
-        stats = f"[{elapsed:.1f}s, {rate:.1f} {self.unit}/s]"
+        stats = f"[{elapsed:.1f}s, {rate:.1f} {self.unit}/s{', ' + self.postfix if self.postfix else ''}]"
         if self.total:
             frac = min(self.n / self.total, 1.0)
             filled = int(frac * _BAR_WIDTH)
@@ -86,6 +90,10 @@ class PlainBar:
         self.n += n
         if time.monotonic() - self._last_draw >= _MIN_REDRAW_SECONDS:
             self._draw()
+
+    def set_postfix_str(self, text: str) -> None:
+        """Text shown after the rate (tqdm's method of that name), e.g. the current loss."""
+        self.postfix = text
 
     def close(self) -> None:
         if self._closed:
@@ -112,7 +120,8 @@ def progress_bar(
     show_progress_bar: bool | None = None,
     stream: TextIO | None = None,
 ):
-    """A bar with ``update(n)`` and ``close()``, usable as a context manager; a no-op one when disabled."""
+    """A bar with ``update(n)``, ``set_postfix_str(text)`` and ``close()``, usable as a context manager; a no-op
+    one when disabled."""
     stream = sys.stderr if stream is None else stream
     if not wants_progress(show_progress_bar, stream):
         return _NullBar()

@@ -6,7 +6,8 @@ from hypothesis import given, settings, strategies as st
 
 from npminilm import SentenceEncoder
 
-POOL = ["A man is playing a guitar.", "", "ok", "Ein Mann spielt Gitarre.", "東京は大きい", "A girl is styling her hair.",
+POOL = ["A man is playing a guitar.", "", "ok", "Ein Mann spielt Gitarre.", "東京は大きい",
+        "A girl is styling her hair.",
         "Three dogs run across a wide green field while a child throws a red ball for them. " * 2,
         "word " * 300]
 

@@ -140,11 +140,22 @@ def test_import_and_encode_never_load_torch(model_dir):
 
 
 def test_deterministic_is_checked(model_dir, monkeypatch):
-    from npminilm import SentenceEncoder
     import npminilm.encoder.sentence_encoder as module
+    from npminilm import SentenceEncoder
 
     with pytest.raises(InvalidArgumentError):
         SentenceEncoder(model_dir, deterministic="yes")
     monkeypatch.setattr(module, "blas_pinnable", lambda: False)  # what the core install (no threadpoolctl) says
     with pytest.raises(InvalidArgumentError, match="threadpoolctl"):
         SentenceEncoder(model_dir, deterministic=True)
+
+
+def test_training_dropout_is_seeded_and_off_in_eval(encoder):
+    features = encoder.tokenize(SENTENCES[:4])
+    evaluation, _ = encoder.forward_train(features)
+    first, _ = encoder.forward_train(features, rng=np.random.default_rng(7))
+    again, _ = encoder.forward_train(features, rng=np.random.default_rng(7))
+    other, _ = encoder.forward_train(features, rng=np.random.default_rng(8))
+    np.testing.assert_array_equal(first, again)
+    assert np.abs(first - evaluation).max() > 1e-3 and np.abs(first - other).max() > 1e-3
+    assert_close(evaluation, encoder.encode(SENTENCES[:4]), 1e-5, name="forward_train in eval vs encode")
