@@ -58,3 +58,18 @@ def test_twenty_steps_match_on_all_minilm(model_dir, data_dir):
     train = read_examples(data_dir / "stsb" / "stsb-en-train.csv").take(np.arange(320))
     config = FitConfig(loss="cosent", max_steps=STEPS, batch_size=16, lr=2e-5, dropout=False, log_steps=1)
     compare(SentenceEncoder(model_dir), model_dir, train, config, "float32")
+
+
+def test_sentence_transformers_loads_the_folder_with_the_same_embeddings(tmp_path, model_dir, data_dir):
+    from sentence_transformers import SentenceTransformer
+
+    from npminilm.finetune.data import read_examples
+
+    enc = SentenceEncoder(model_dir)
+    train = read_examples(data_dir / "stsb" / "stsb-en-train.csv").take(np.arange(48))
+    enc.fit(train, tmp_path / "out", loss="cosine", max_steps=3, lr=1e-4, show_progress_bar=False)
+    texts = read_examples(data_dir / "stsb" / "stsb-en-test.csv").columns[0][:20]
+    theirs = SentenceTransformer(str(tmp_path / "out"), device="cpu").encode(texts, convert_to_numpy=True)
+    ours = enc.encode(texts)
+    assert np.abs(ours - SentenceEncoder(model_dir).encode(texts)).max() > 1e-4  # the weights did move
+    assert np.abs(ours - theirs).max() <= 1e-5
