@@ -26,7 +26,7 @@ DATA = Path(os.environ.get("NPMINILM_DATA_DIR", ROOT.parent / "shared" / "data")
 sys.path.insert(0, str(ROOT))
 
 from npminilm.finetune.data import read_examples  # noqa: E402
-from npminilm.finetune.fit import FitConfig, batch_order, decays, train_step  # noqa: E402
+from npminilm.finetune.fit import FitConfig, batch_order, decays, train_step, trainable_params  # noqa: E402
 from npminilm.runtime.parallel import worker_pool  # noqa: E402
 
 
@@ -37,10 +37,11 @@ class Npminilm:
 
         self.model = SentenceEncoder()
         self.config, self.objective = config, config.objective
-        self.trainable = {k: v for k, v in self.model.params.items() if not k.startswith("pooler.")}
+        self.trainable = trainable_params(self.model)
         self.optimizer = AdamW(self.trainable, weight_decay=config.weight_decay, betas=(0.9, 0.999), eps=1e-8,
                                decay=decays)
-        self.pool = worker_pool(2, pin_blas=True).__enter__()  # fit's two columns side by side, held open
+        self._pool = worker_pool(2, pin_blas=True)  # fit's two columns side by side, held open for the run
+        self.pool = self._pool.__enter__()
 
     def step(self, batch, scores, step):
         from npminilm.nn.optim import clip_grad_norm
@@ -100,9 +101,10 @@ def run_steps(engine, work):
 
 def peak_rss(name, loss, steps):
     """Peak RSS (MB) of a fresh process that builds the engine and runs `steps` steps."""
-    code = (f"import sys, resource; sys.path.insert(0, {str(ROOT / 'benchmarks')!r}); import fit_bench as b; "
+    code = (f"import sys; sys.path.insert(0, {str(ROOT / 'benchmarks')!r}); import fit_bench as b; "
             f"c = b.FitConfig(loss={loss!r}); e = b.ENGINES[{name!r}](c); b.run_steps(e, b.batches(c, {steps})); "
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+            # VmHWM, not ru_maxrss: Linux carries the parent's ru_maxrss into a forked-and-exec'd child
+            "print([int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM')][0])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return int(out.stdout.split()[-1]) / 1024
 

@@ -80,6 +80,15 @@ def linear_lr(step, lr, warmup, total):
     return lr * max(0.0, (total - step) / max(1, total - warmup))
 
 
+def trainable_params(model):
+    """The parameters training updates, by name: all but the pooler's (sentence embeddings never use it). Weights
+    read from a file may be read-only views of it: those are copied first, in model.params too."""
+    for name, p in model.params.items():
+        if not p.flags.writeable:
+            model.params[name] = p.copy()
+    return {k: v for k, v in model.params.items() if not k.startswith("pooler.")}
+
+
 def decays(name):
     """transformers' Trainer decays every weight but the biases and the LayerNorm weights."""
     return not name.endswith("bias") and "LayerNorm" not in name
@@ -142,10 +151,7 @@ def fit(model, train, out=None, config=None, dev=None, resume=False, show_progre
     steps_per_epoch = math.ceil(n / config.batch_size)
     total = config.max_steps or config.epochs * steps_per_epoch
     warmup = math.ceil(config.warmup_ratio * total)
-    for name, p in model.params.items():  # weights read from a file may be read-only views of it
-        if not p.flags.writeable:
-            model.params[name] = p.copy()
-    trainable = {k: v for k, v in model.params.items() if not k.startswith("pooler.")}  # the pooler gets no gradient
+    trainable = trainable_params(model)
     optimizer = AdamW(trainable, weight_decay=config.weight_decay, betas=(0.9, 0.999), eps=1e-8, decay=decays)
     out = None if out is None else Path(out)
     state = {"step": 0, "history": [], "best": None}
