@@ -24,7 +24,7 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 ROOT = Path(__file__).resolve().parents[1]
 
-NEEDS_THREADPOOLCTL = ["encoder/test_deterministic.py", "runtime/test_blas_rows.py"]
+NEEDS_THREADPOOLCTL = ["encoder/test_deterministic.py", "runtime/test_blas_rows.py", "finetune/test_fit_threads.py"]
 
 if os.environ.get("NPMINILM_CORE_ONLY") == "1":
     collect_ignore_glob = ["*_oracle.py", "kernels/*", "gpu/*", *NEEDS_THREADPOOLCTL]
