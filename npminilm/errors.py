@@ -34,7 +34,12 @@ class UnknownCharacterError(NpMiniLMError, ValueError):
 
 
 class DataError(NpMiniLMError, ValueError):
-    """A corpus that cannot train the requested model (empty, or shorter than a block)."""
+    """Training data that cannot be used: a bad row (named by file and line), an empty corpus, a corpus shorter
+    than a block, or examples of the wrong kind for the loss."""
+
+
+class TrainingError(NpMiniLMError, ArithmeticError):
+    """A training run that cannot go on: the loss stopped being a finite number."""
 
 
 class UsageError(NpMiniLMError, ValueError):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError, InvalidArgumentError, ModelLoadError
+from ..errors import DataError, InvalidArgumentError, ModelLoadError, TrainingError
 from ..io.atomic import previous_dir
 from ..io.tensors import load_tensors, save_tensors, write_json
 from ..nn.optim import AdamW, clip_grad_norm
@@ -182,7 +182,7 @@ def fit(model, train, out=None, config=None, dev=None, resume=False, show_progre
             loss, grads = train_step(model, objective, examples.take(idx), None if scores is None else scores[idx],
                                      rngs, pool)
             if not math.isfinite(loss):
-                raise FloatingPointError(f"the loss became {loss} at step {step}")
+                raise TrainingError(f"the loss became {loss} at step {step} (try a lower lr)")
             clip_grad_norm(grads, config.max_grad_norm)
             optimizer.step(trainable, grads, linear_lr(step, config.lr, warmup, total))
             step += 1

@@ -119,3 +119,12 @@ def test_bad_settings_are_typed_errors(folder):
         enc.fit(scored, loss="mnrl")
     with pytest.raises(InvalidArgumentError):
         FitConfig(matryoshka_dims=(64, 0))
+
+
+def test_a_diverging_loss_stops_with_a_typed_error(folder, monkeypatch):
+    import npminilm.finetune.fit as fit_module
+    from npminilm.errors import TrainingError
+
+    monkeypatch.setattr(fit_module, "train_step", lambda *args: (float("nan"), {}))
+    with pytest.raises(TrainingError, match="at step 0"):
+        SentenceEncoder(folder).fit(toy_pairs(np.random.default_rng(0), 8), loss="cosent", show_progress_bar=False)
