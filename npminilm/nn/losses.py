@@ -94,31 +94,42 @@ def mnrl_backward(dout, cache):
 # ---------------------------------------------------------------------------------------------- cosine-MSE
 
 
-def cosine_mse_forward(a, b, labels):
-    """sentence-transformers' CosineSimilarityLoss: mean_i (cos(a_i, b_i) - label_i)^2. a, b (B, C), labels (B,).
-
-    The labels are targets, not differentiated: backward returns (da, db)."""
+def _pair_cosines(a, b, labels, label_dtype):
+    """cos(a_i, b_i) (B,) of two (B, C) columns, the labels (B,) checked, and the cache for the backward."""
     if a.shape != b.shape or a.ndim != 2:
         raise ValueError(f"a {a.shape} and b {b.shape} must both be (B, C)")
-    labels = np.asarray(labels, dtype=a.dtype)
+    labels = np.asarray(labels, dtype=label_dtype)
     if labels.shape != a.shape[:1]:
         raise ValueError(f"labels have shape {labels.shape}, expected {a.shape[:1]}")
     an, a_cache = l2_normalize_forward(a)
     bn, b_cache = l2_normalize_forward(b)
-    cos = np.sum(an * bn, axis=-1)  # (B, C) -> (B,)
+    return np.sum(an * bn, axis=-1), labels, (an, bn, a_cache, b_cache)
+
+
+# c_i = an_i . bn_i   =>   d an_i = dc_i bn_i,  d bn_i = dc_i an_i,  then back through each x / |x|
+def _pair_cosines_backward(dcos, cache):
+    an, bn, a_cache, b_cache = cache
+    dcos = np.asarray(dcos, an.dtype)
+    (da,) = l2_normalize_backward(dcos[:, None] * bn, a_cache)
+    (db,) = l2_normalize_backward(dcos[:, None] * an, b_cache)
+    return da, db
+
+
+def cosine_mse_forward(a, b, labels):
+    """sentence-transformers' CosineSimilarityLoss: mean_i (cos(a_i, b_i) - label_i)^2. a, b (B, C), labels (B,).
+
+    The labels are targets, not differentiated: backward returns (da, db)."""
+    cos, labels, pair_cache = _pair_cosines(a, b, labels, a.dtype)
     diff = cos - labels
     loss = np.asarray(np.mean(diff * diff), dtype=a.dtype)
-    return loss, (an, bn, diff, a_cache, b_cache)
+    return loss, (diff, pair_cache)
 
 
 # L = (1/B) sum_i (c_i - y_i)^2,  c_i = an_i . bn_i   =>   dc_i = 2 (c_i - y_i) dL / B,
 #   d an_i = dc_i bn_i,  d bn_i = dc_i an_i,  then back through each x / |x|
 def cosine_mse_backward(dout, cache):
-    an, bn, diff, a_cache, b_cache = cache
-    dcos = (2.0 * dout / diff.shape[0]) * diff  # (B,)
-    (da,) = l2_normalize_backward(dcos[:, None] * bn, a_cache)
-    (db,) = l2_normalize_backward(dcos[:, None] * an, b_cache)
-    return da, db
+    diff, pair_cache = cache
+    return _pair_cosines_backward((2.0 * dout / diff.shape[0]) * diff, pair_cache)  # dcos (B,)
 
 
 # ------------------------------------------------------------------------------------------------ CoSENT
@@ -128,32 +139,21 @@ def cosent_forward(a, b, labels, scale=20.0):
     """sentence-transformers' CoSENTLoss: log(1 + sum over pairs (i, j) with label_i < label_j of
     exp(scale * (cos_i - cos_j))), cos_i = cos(a_i, b_i). a, b (B, C), labels (B,) targets (not differentiated).
     A batch whose labels are all equal has no pairs: loss 0, gradient 0."""
-    if a.shape != b.shape or a.ndim != 2:
-        raise ValueError(f"a {a.shape} and b {b.shape} must both be (B, C)")
-    labels = np.asarray(labels, dtype=np.float64)
-    if labels.shape != a.shape[:1]:
-        raise ValueError(f"labels have shape {labels.shape}, expected {a.shape[:1]}")
-    an, a_cache = l2_normalize_forward(a)
-    bn, b_cache = l2_normalize_forward(b)
-    cos = np.sum(an * bn, axis=-1)  # (B,)
+    cos, labels, pair_cache = _pair_cosines(a, b, labels, np.float64)
     z = scale * (cos[:, None] - cos[None, :])  # (B, B): z[i, j] = s (cos_i - cos_j)
     pairs = labels[:, None] < labels[None, :]  # the pairs (i, j) that should have cos_i < cos_j
     top = max(0.0, float(z[pairs].max())) if pairs.any() else 0.0  # logsumexp over {0} and the pairs, stable
     w = np.where(pairs, np.exp(z - top), 0.0)
     total = np.exp(-top) + w.sum()
     loss = np.asarray(top + np.log(total), dtype=a.dtype)
-    return loss, (an, bn, w / total, scale, a_cache, b_cache)
+    return loss, (w / total, scale, pair_cache)
 
 
 # L = log(1 + sum_{(i,j)} e^{z_ij}),  z_ij = s (c_i - c_j)   =>   dz_ij = dL softmax_ij =: p_ij  (pairs only),
 #   dc_k = s (sum_j p_kj - sum_i p_ik),  then d an_k = dc_k bn_k,  d bn_k = dc_k an_k,  back through each x / |x|
 def cosent_backward(dout, cache):
-    an, bn, p, scale, a_cache, b_cache = cache
-    dcos = (float(dout) * scale) * (p.sum(axis=1) - p.sum(axis=0))  # (B,)
-    dcos = dcos.astype(an.dtype)
-    (da,) = l2_normalize_backward(dcos[:, None] * bn, a_cache)
-    (db,) = l2_normalize_backward(dcos[:, None] * an, b_cache)
-    return da, db
+    p, scale, pair_cache = cache
+    return _pair_cosines_backward((float(dout) * scale) * (p.sum(axis=1) - p.sum(axis=0)), pair_cache)
 
 
 # --------------------------------------------------------------------------------------------- Matryoshka
