@@ -23,7 +23,7 @@ LAYERS = {
     "npminilm.nn": 1, "npminilm.io": 1, "npminilm.runtime": 1, "npminilm.util": 1, "npminilm.kernels": 1,
     "npminilm.tokenization": 2, "npminilm.finetune": 2,
     "npminilm.encoder": 3, "npminilm.decoder": 3,
-    "npminilm.gpu": 4,
+    "npminilm.gpu": 4, "npminilm.serve": 4,
     "npminilm.cli": 5,
     "npminilm.__main__": 6, "npminilm": 6,
 }  # fmt: skip
@@ -202,3 +202,13 @@ def test_the_readme_layout_table_shows_every_folder():
                       if is_package(name) and name != "npminilm"})
     missing = [f for f in folders if f"`{f}/`" not in table]
     assert not missing, f"folders missing from the README's layout table: {missing}"
+
+
+def test_every_package_is_in_the_wheel():
+    """pyproject.toml lists the packages a wheel holds: a subpackage left off it works from a checkout (and an
+    editable install) but is missing from `pip install .`."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]["packages"])
+    packages = {name for name in FILES if is_package(name)}
+    assert packages <= listed, f"packages missing from pyproject.toml: {sorted(packages - listed)}"
