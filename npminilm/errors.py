@@ -44,3 +44,16 @@ class TrainingError(NpMiniLMError, ArithmeticError):
 
 class UsageError(NpMiniLMError, ValueError):
     """Command-line arguments that parse but cannot work together: the CLI prints one line and exits with 2."""
+
+
+class RequestError(NpMiniLMError, ValueError):
+    """A request the server refuses: malformed JSON, a field of the wrong type or value, too many inputs or
+    tokens. `status` is the HTTP status it answers with (400, 401, 404, 413), `param` the field at fault."""
+
+    def __init__(self, message, status=400, param=None):
+        super().__init__(message)
+        self.status, self.param = status, param
+
+
+class OverloadedError(NpMiniLMError, RuntimeError):
+    """The server's queue is full: the request is refused (HTTP 503 with Retry-After), never queued unbounded."""

@@ -3,12 +3,10 @@
 import numpy as np
 
 from ..errors import InvalidArgumentError, InvalidInputError
-from ..finetune.data import Examples, read_examples
-from ..finetune.fit import FitConfig, fit
 from ..io.hub import DEFAULT_MODEL, resolve_model_path
 from ..nn.ops import l2_normalize_backward, l2_normalize_forward
 from ..runtime.blas_rows import row_classes
-from ..runtime.parallel import blas_pinnable, map_batches, worker_pool
+from ..runtime.parallel import blas_pinnable, default_workers, map_batches, worker_pool
 from ..runtime.progress import track
 from ..tokenization.wordpiece import WordPieceTokenizer
 from .backends import backend_class
@@ -146,7 +144,8 @@ class SentenceEncoder:
         lengths = self._token_counts(texts)  # tokenising twice costs well under 1% of a forward pass
         order = np.argsort(-lengths, kind="stable")
         batches = [order[start:start + batch_size] for start in range(0, len(texts), batch_size)]
-        pieces = [piece for idx in batches for piece in _split_by_tokens(idx, lengths)]
+        min_pieces = self._min_pieces() if len(batches) == 1 else 1  # more batches fill the cores anyway
+        pieces = [piece for idx in batches for piece in _split_by_tokens(idx, lengths, min_pieces)]
 
         def run(idx):
             return idx, self._encode_batch([texts[i] for i in idx], normalize, output_value)
@@ -177,9 +176,18 @@ class SentenceEncoder:
         normalize = self.normalize if normalize_embeddings is None else bool(normalize_embeddings)
         return single, texts, normalize
 
+    def _min_pieces(self):
+        """Deterministic mode runs BLAS on one thread per piece: a batch of a few texts then still takes every
+        core when cut into one piece per core (which changes no bits: each text's rows are the same in any piece)."""
+        return default_workers() if self.deterministic else 1
+
     def _encode_batch(self, texts, normalize, output_value):
         features = self.tokenizer.batch_encode(self._prepare(texts), max_length=self.max_seq_length, padding=False)
-        batch = PackedTexts.pack(features["input_ids"], features["token_type_ids"], self._row_classes)
+        return self._encode_rows(features["input_ids"], normalize, output_value)
+
+    def _encode_rows(self, id_rows, normalize, output_value):
+        type_rows = [np.zeros(len(ids), dtype=np.int64) for ids in id_rows]
+        batch = PackedTexts.pack(id_rows, type_rows, self._row_classes)
         h = packed_forward(self.params, self.bert_config, batch)
         text_rows = batch.text_rows()
         emb = pool_packed(h, text_rows, self.pooling_modes)
@@ -191,7 +199,33 @@ class SentenceEncoder:
         if output_value == "token_embeddings":
             return tokens
         return [{"input_ids": ids, "token_embeddings": t, "sentence_embedding": e}
-                for ids, t, e in zip(features["input_ids"], tokens, emb)]
+                for ids, t, e in zip(id_rows, tokens, emb)]
+
+    def token_ids(self, texts, max_length=None):
+        """Each text's ids as `encode` feeds them to the model ([CLS] ... [SEP], int64), cut at `max_length`
+        tokens (default: max_seq_length). A server asks for max_seq_length + 1 to tell "too long" from "fits"."""
+        max_length = self.max_seq_length if max_length is None else max_length
+        encode = self.tokenizer.encode
+        return [np.array(encode(t, max_length=max_length), dtype=np.int64) for t in self._prepare(_check_texts(texts))]
+
+    def _id_rows(self, input_ids):
+        return _check_id_rows(input_ids, len(self.tokenizer), self.bert_config.max_position_embeddings)
+
+    def encode_ids(self, input_ids, normalize_embeddings=None):
+        """Sentence embeddings (n, dim) of texts already tokenised, as `token_ids` gives them ([CLS] ... [SEP]):
+        the same vectors `encode` gives for the texts (the same bytes with deterministic=True)."""
+        rows = self._id_rows(input_ids)
+        normalize = self.normalize if normalize_embeddings is None else bool(normalize_embeddings)
+        lengths = np.array([len(r) for r in rows], dtype=np.int64)
+        pieces = _split_by_tokens(np.argsort(-lengths, kind="stable"), lengths, self._min_pieces())
+
+        def run(idx):
+            return idx, self._encode_rows([rows[i] for i in idx], normalize, "sentence_embedding")
+
+        out = np.zeros((len(rows), self.dim), self.dtype)
+        for idx, emb in map_batches(run, pieces, pin_blas=self.deterministic):
+            out[idx] = emb
+        return out
 
     def forward_train(self, features, normalize_embeddings=None, rng=None):
         """Sentence embeddings (B, dim) of tokenised `features`, keeping what `backward` needs.
@@ -230,6 +264,9 @@ class SentenceEncoder:
         "cosine", "mnrl" or "mnrl-symmetric", matryoshka_dims, epochs, batch_size, lr, seed, ...). With `out`,
         writes checkpoints there (resume=True continues the last one exactly), the best model by the dev score
         to out/best and the final model to out, each a sentence-transformers folder."""
+        from ..finetune.data import Examples, read_examples  # training code loads only when asked for
+        from ..finetune.fit import FitConfig, fit
+
         config = FitConfig(**config)
         train = train if isinstance(train, Examples) else read_examples(train)
         dev = dev if dev is None or isinstance(dev, Examples) else read_examples(dev)
@@ -250,13 +287,29 @@ def _to_tensor(rows, dim, dtype):
     return torch.from_numpy(np.stack(rows) if rows else np.zeros((0, dim), dtype))
 
 
-def _split_by_tokens(idx, lengths):
-    """Split one batch into pieces of about TOKENS_PER_PIECE tokens: pieces run side by side on the cores, and a
-    piece of a few hundred tokens keeps the FFN activations in cache."""
+def _split_by_tokens(idx, lengths, min_pieces=1):
+    """Split one batch into pieces of about TOKENS_PER_PIECE tokens, and at least `min_pieces` when it has that
+    many texts: pieces run side by side on the cores, and a piece of a few hundred tokens keeps the FFN
+    activations in cache."""
     tokens = np.cumsum(lengths[idx])
-    n = min(len(idx), -(-int(tokens[-1]) // TOKENS_PER_PIECE)) if len(idx) else 0
+    n = min(len(idx), max(min_pieces, -(-int(tokens[-1]) // TOKENS_PER_PIECE))) if len(idx) else 0
     cuts = np.searchsorted(tokens, tokens[-1] * np.arange(1, n) / n) + 1 if n > 1 else []
     return [piece for piece in np.split(idx, cuts) if len(piece)]
+
+
+def _check_id_rows(input_ids, vocab_size, max_positions):
+    """A list of 1-D int64 arrays of ids within the vocabulary and the position table, or a typed error."""
+    if isinstance(input_ids, (str, bytes, dict)) or not hasattr(input_ids, "__iter__"):
+        raise InvalidInputError(f"input_ids must be a list of id sequences, got {type(input_ids).__name__}")
+    rows = []
+    for i, ids in enumerate(input_ids):
+        row = np.asarray(ids)
+        if row.ndim != 1 or not 1 <= len(row) <= max_positions or not np.issubdtype(row.dtype, np.integer):
+            raise InvalidInputError(f"input_ids[{i}] must be 1 to {max_positions} integer ids")
+        if row.min() < 0 or row.max() >= vocab_size:
+            raise InvalidArgumentError(f"input_ids[{i}] has an id outside the vocabulary (size {vocab_size})")
+        rows.append(row.astype(np.int64, copy=False))
+    return rows
 
 
 def _check_deterministic(value):

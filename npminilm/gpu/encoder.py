@@ -187,13 +187,30 @@ class TritonSentenceEncoder(SentenceEncoder):
             return results[0]
         return results
 
+    def encode_ids(self, input_ids, normalize_embeddings=None):
+        """As SentenceEncoder.encode_ids: embeddings (n, dim) float32 of texts tokenised as `token_ids` gives them."""
+        rows = self._id_rows(input_ids)
+        normalize = self.normalize if normalize_embeddings is None else bool(normalize_embeddings)
+        results = [None] * len(rows)
+        for batch in self._cut_batches(enumerate(rows), self.max_batch_tokens):
+            self._collect(*self._launch(batch, normalize, "sentence_embedding", False), results,
+                          "sentence_embedding", False)
+        return np.stack(results) if results else np.zeros((0, self.dim), np.float32)
+
     def _packed_batches(self, texts, max_texts):
         """Tokenise the texts longest first (by characters) and yield PackedBatch after PackedBatch, each cut
         before it would pass `max_batch_tokens` tokens or `max_texts` texts."""
         order = np.argsort([-len(t) for t in texts], kind="stable")
+        encode = self.tokenizer.encode
+        prepared = zip(order, self._prepare([texts[i] for i in order]))
+        return self._cut_batches(((i, encode(text, max_length=self.max_seq_length)) for i, text in prepared),
+                                 max_texts)
+
+    def _cut_batches(self, indexed_rows, max_texts):
+        """PackedBatch after PackedBatch of (index, ids) rows, each cut before it would pass `max_batch_tokens`
+        tokens or `max_texts` texts."""
         idx, rows, n_tokens = [], [], 0
-        for i, text in zip(order, self._prepare([texts[i] for i in order])):
-            row = self.tokenizer.encode(text, max_length=self.max_seq_length)
+        for i, row in indexed_rows:
             if idx and (n_tokens + len(row) > self.max_batch_tokens or len(idx) == max_texts):
                 yield PackedBatch.pack(idx, rows)
                 idx, rows, n_tokens = [], [], 0

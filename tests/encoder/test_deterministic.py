@@ -40,3 +40,14 @@ def test_a_text_is_the_same_bytes_in_any_batch(det, alone, monkeypatch, data, ba
 
 def test_deterministic_matches_the_default_closely(det, encoder):
     assert np.abs(det.encode(POOL) - encoder.encode(POOL)).max() < 1e-6
+
+
+@settings(max_examples=8)
+@given(data=st.data(), threads=st.sampled_from(["1", "2"]))
+def test_encode_ids_gives_encode_s_bytes(det, alone, monkeypatch, data, threads):
+    """The server's path (token_ids, then encode_ids on whatever batch it forms) gives encode's bytes."""
+    batch = data.draw(st.lists(st.sampled_from(POOL[2:]), min_size=1, max_size=20), label="batch")
+    monkeypatch.setenv("NPMINILM_NUM_THREADS", threads)
+    emb = det.encode_ids(det.token_ids(batch))
+    for text, row in zip(batch, emb):
+        assert row.tobytes() == alone[text].tobytes(), text[:30]

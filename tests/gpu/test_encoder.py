@@ -43,6 +43,17 @@ def test_single_string_tensor_and_empty(gpu32, reference):
     assert gpu32.encode([]).shape == (0, gpu32.dim)
 
 
+def test_encode_ids_matches_encode(gpu32, reference):
+    """The server's path: texts tokenised first (token_ids), then embedded from their ids, over two batches."""
+    gpu32.max_batch_tokens, budget = 24, gpu32.max_batch_tokens
+    try:
+        emb = gpu32.encode_ids(gpu32.token_ids(SENTENCES))
+    finally:
+        gpu32.max_batch_tokens = budget
+    assert emb.shape == reference.shape and emb.dtype == np.float32
+    assert_close(emb, reference, 1e-4, name="encode_ids fp32")
+
+
 def test_padded_forward_matches_numpy(gpu32, encoder):
     """forward() takes padded ids: the attention kernel's key-padding-mask path inside the whole model."""
     feats = encoder.tokenize(SENTENCES[:2])
