@@ -1,8 +1,8 @@
-"""The `npminilm` command line: encode, similarity, search, fetch, info, fit, gradcheck, trace, lm and bpe.
+"""The `npminilm` command line: encode, similarity, search, fetch, info, fit, serve, gradcheck, trace, lm, bpe.
 
-One module per command group (`embed`, `train`, `glassbox`, `lm`), each adding its commands to the parser built here,
-over `common` (exit codes, the usage error, argument types). `main` turns every failure into one line on stderr
-and an exit status.
+One module per command group (`embed`, `train`, `serve`, `glassbox`, `lm`), each adding its commands to the
+parser built here, over `common` (exit codes, the usage error, argument types). `main` turns every failure into
+one line on stderr and an exit status.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import sys
 
 from ..errors import NpMiniLMError, UsageError
 from ..io.hub import DEFAULT_MODEL
-from . import embed, glassbox, lm, train
+from . import embed, glassbox, lm, serve, train
 from .common import (
     EXIT_BROKEN_PIPE,
     EXIT_INTERRUPTED,
@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_commands(sub, model_opt)
     train.add_commands(sub, model_opt)
     glassbox.add_commands(sub, model_opt)
+    serve.add_commands(sub, model_opt)
     lm.add_commands(sub)  # their models are checkpoint folders: no --model
     return parser
 
