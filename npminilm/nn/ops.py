@@ -258,6 +258,8 @@ def attention_forward(q, k, v, n_head, mask=None, causal=False, scale=None, keep
     # HF's additive mask: the lowest finite value added to a score leaves exactly that value (|score| << 1e31);
     # an add broadcasts at full speed where a masked copy (np.copyto(..., where=)) is tens of times slower
     penalty = None if allowed is None else np.where(allowed, 0.0, np.finfo(q.dtype).min).astype(q.dtype)
+    # inference without a mask: the (text, head) pairs whose scores cannot leave [-EXP_FREE, EXP_FREE] skip the max
+    free = _exp_free_heads(qh, kh, vh, scale) if not keep_cache and penalty is None and dropout is None else None
     heads = max(1, min(n_head, _ATTENTION_CHUNK // (T * T)))
     rows = max(1, _ATTENTION_CHUNK // (n_head * T * T)) if heads == n_head else 1
     yh = np.empty((B, n_head, T, hs), q.dtype)
@@ -274,8 +276,8 @@ def attention_forward(q, k, v, n_head, mask=None, causal=False, scale=None, keep
             if keep_cache:
                 softmax_forward(scores, out=scores)
                 _probs_times_values(scores, vh[at], yh[at])
-            else:  # y = (exp(S - max) V) / rowsum: the (T, hs) result is scaled instead of the (T, T) scores
-                np.subtract(scores, scores.max(axis=-1, keepdims=True), out=scores)
+            else:  # y = (exp(S - shift) V) / rowsum: the (T, hs) result is scaled instead of the (T, T) scores
+                _shift_unbounded(scores, None if free is None else free[at])
                 np.exp(scores, out=scores)
                 inv_sum = np.reciprocal(scores.sum(axis=-1, keepdims=True))
                 _probs_times_values(scores, vh[at], yh[at])
@@ -288,6 +290,38 @@ def attention_forward(q, k, v, n_head, mask=None, causal=False, scale=None, keep
     if not keep_cache:
         return y, None
     return y, {"q": qh, "k": kh, "v": vh, "probs": probs, "scale": scale, "allowed": allowed, "drop": drop}
+
+
+# softmax(s) = exp(s - m) / sum exp(s - m) for any shift m: the row max m keeps exp in range, but costs two
+# passes over the (T, T) scores (the max, the subtraction), a third of the softmax. Where Cauchy-Schwarz bounds
+# every score, |q_i . k_j| * scale <= max_i |q_i| max_j |k_j| * scale = b <= EXP_FREE, m = 0 is as good: exp(s)
+# then lies in [e^-b, e^b] (normal float32, far from overflow, and P V's sums at most T e^b max|v|, checked too).
+# The bound is per text and head, so whether a text's scores are shifted never depends on its batch.
+EXP_FREE = 40.0
+
+
+def _exp_free_heads(qh, kh, vh, scale):
+    """(B, NH) bool: True where exp of the unshifted scores stays in range for this text and head."""
+    def max_norm(x):  # (B, NH, T, hs) -> (B, NH): the largest row norm
+        return np.sqrt(np.einsum("bhtd,bhtd->bht", x, x).max(axis=-1))
+
+    T = qh.shape[2]
+    bound = max_norm(qh) * max_norm(kh) * abs(scale)
+    v_max = np.abs(vh).max(axis=(2, 3))
+    with np.errstate(divide="ignore"):
+        return (bound <= EXP_FREE) & (bound + np.log(T * v_max) <= 80.0)  # e^80 < float32 max / 1e3
+
+
+def _shift_unbounded(scores, free):
+    """scores (.., NH', T, T) minus its row max, in place, for the heads not marked free (.., NH')."""
+    if free is None:
+        np.subtract(scores, scores.max(axis=-1, keepdims=True), out=scores)
+        return
+    for h in np.flatnonzero(~free.all(axis=0)):  # the heads where some text needs its max
+        head = scores[:, h]  # (rows, T, T), a view
+        m = head.max(axis=-1, keepdims=True)
+        m *= ~free[:, h, None, None]  # 0 for the texts whose scores are bounded
+        head -= m
 
 
 def _probs_times_values(p, v, out):

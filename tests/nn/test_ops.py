@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from npminilm.encoder.gradcheck import check_encoder
 from npminilm.nn import losses, ops
 from npminilm.nn.gradcheck import OPS, THRESHOLD, OpCase, check, check_op
-from tests.helpers import make_mask, pool_op
+from tests.helpers import assert_close, make_mask, pool_op
 
 SIZES = st.sampled_from([1, 2, 3, 5, 7, 11])
 LENGTHS = st.sampled_from([1, 2, 3, 5, 7, 9, 17])
@@ -102,6 +102,30 @@ def test_attention(B, T, NH, hs, kind, causal, seed, scale):
     case = OpCase(lambda q, k, v: ops.attention_forward(q, k, v, NH, mask, causal=causal), ops.attention_backward,
                   {n: rng.standard_normal((B, T, C)) * scale for n in ("q", "k", "v")})
     assert_grads_ok(case, rng)
+
+
+@FAST
+@given(B=st.sampled_from([1, 2, 5]), T=st.sampled_from([1, 3, 17, 40]), NH=st.sampled_from([1, 3, 4]),
+       hs=st.sampled_from([2, 8]), dtype=st.sampled_from([np.float32, np.float64]), seed=SEEDS,
+       scale=st.sampled_from([0.125, 1.0]))
+def test_inference_attention_bounded_and_unbounded_heads(B, T, NH, hs, dtype, seed, scale):
+    """keep_cache=False shifts only the (text, head) pairs whose scores may leave exp's safe range: some heads
+    here have scores in the hundreds (shifted), the rest small ones (unshifted); both match a float64 softmax."""
+    rng = np.random.default_rng(seed)
+    C = NH * hs
+    size = rng.choice([0.2, 6.0], size=(B, 1, NH, 1))  # per text and head: scores up to ~1000
+    q, k, v = (rng.standard_normal((B, T, NH, hs)) * size for _ in range(3))
+    q, k, v = (x.reshape(B, T, C).astype(dtype) for x in (q, k, v))
+    y, _ = ops.attention_forward(q, k, v, NH, scale=scale, keep_cache=False)
+    heads = [x.astype(np.float64).reshape(B, T, NH, hs).transpose(0, 2, 1, 3) for x in (q, k, v)]
+    s = heads[0] @ heads[1].transpose(0, 1, 3, 2) * scale
+    p = np.exp(s - s.max(axis=-1, keepdims=True))
+    expected = ((p / p.sum(axis=-1, keepdims=True)) @ heads[2]).transpose(0, 2, 1, 3).reshape(B, T, C)
+    tol = 2e-5 if dtype == np.float32 else 1e-12
+    assert_close(y, expected, tol * np.abs(expected).max(), name=f"attention {np.dtype(dtype).name}")
+    free = ops._exp_free_heads(*(h.astype(dtype) for h in heads), scale)  # (B, NH)
+    assert free[size[:, 0, :, 0] < 1].all()  # small scores take the unshifted path
+    assert not free[np.abs(s).max(axis=(2, 3)) > ops.EXP_FREE].any()  # a score past the bound is always shifted
 
 
 def test_attention_fully_masked_rows_pass_no_gradient_to_q_and_k():
