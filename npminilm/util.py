@@ -1,4 +1,5 @@
-"""Similarity scores, semantic search and paraphrase mining in NumPy, with sentence_transformers.util semantics."""
+"""Similarity scores, semantic search, paraphrase mining and embedding quantization in NumPy, with
+sentence_transformers.util semantics."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import heapq
 from collections.abc import Callable, Sequence
 
 import numpy as np
+
+from .errors import InvalidArgumentError
 
 ScoreFunction = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
@@ -49,6 +52,58 @@ def dot_score(a, b) -> np.ndarray:
     """Dot-product matrix: ``res[i][j] = a[i] . b[j]``; 1-D inputs count as one row."""
     a, b = _as_batch(a), _as_batch(b)
     return a @ b.T  # [Na, C] @ [C, Nb] -> [Na, Nb]
+
+
+_DIFF_ELEMENTS = 1 << 22  # a (rows, Nb, C) block of differences at a time
+
+
+def _distances(a, b, reduce):
+    """reduce(a[i] - b[j]) over the last axis for every (i, j), a block of rows of a at a time. From the
+    differences, not |a|^2 - 2 a.b + |b|^2, which cancels to ~1e-4 instead of 0 for equal float32 rows."""
+    a, b = _as_batch(a), _as_batch(b)
+    out = np.empty((len(a), len(b)), np.result_type(a, b))
+    rows = max(1, _DIFF_ELEMENTS // max(1, b.size))
+    for s in range(0, len(a), rows):
+        out[s:s + rows] = reduce(a[s:s + rows, None, :] - b[None, :, :])  # [r, 1, C] - [1, Nb, C] -> [r, Nb]
+    return out
+
+
+def manhattan_sim(a, b) -> np.ndarray:
+    """Negative L1 distance matrix: ``res[i][j] = -sum |a[i] - b[j]|``."""
+    return -_distances(a, b, lambda d: np.abs(d).sum(axis=-1))
+
+
+def euclidean_sim(a, b) -> np.ndarray:
+    """Negative L2 distance matrix: ``res[i][j] = -|a[i] - b[j]|``."""
+    return -_distances(a, b, lambda d: np.sqrt(np.square(d).sum(axis=-1)))
+
+
+def pairwise_cos_sim(a, b) -> np.ndarray:
+    """``res[i] = cos(a[i], b[i])``."""
+    return pairwise_dot_score(normalize_embeddings(a), normalize_embeddings(b))
+
+
+def pairwise_dot_score(a, b) -> np.ndarray:
+    """``res[i] = a[i] . b[i]``."""
+    return (_as_float_array(a) * _as_float_array(b)).sum(axis=-1)
+
+
+def pairwise_manhattan_sim(a, b) -> np.ndarray:
+    """``res[i] = -sum |a[i] - b[i]|``."""
+    return -np.abs(_as_float_array(a) - _as_float_array(b)).sum(axis=-1)
+
+
+def pairwise_euclidean_sim(a, b) -> np.ndarray:
+    """``res[i] = -|a[i] - b[i]|``."""
+    return -np.linalg.norm(_as_float_array(a) - _as_float_array(b), axis=-1)
+
+
+SIMILARITY_FUNCTIONS = {  # similarity_fn_name -> (matrix, pairwise), as sentence-transformers names them
+    "cosine": (cos_sim, pairwise_cos_sim),
+    "dot": (dot_score, pairwise_dot_score),
+    "euclidean": (euclidean_sim, pairwise_euclidean_sim),
+    "manhattan": (manhattan_sim, pairwise_manhattan_sim),
+}
 
 
 def _scores(score_function: ScoreFunction, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -210,3 +265,103 @@ def paraphrase_mining_embeddings(
                     min_score = evicted[0]
 
     return sorted(([score, i, j] for score, i, j in pairs), key=lambda p: p[0], reverse=True)
+
+
+# ---------------------------------------------------------------------------------------------- quantization
+
+PRECISIONS = ("float32", "int8", "uint8", "binary", "ubinary")
+
+
+def quantize_embeddings(embeddings, precision, ranges=None, calibration_embeddings=None) -> np.ndarray:
+    """Embeddings (n, d) in a smaller type, as sentence_transformers.quantize_embeddings gives them.
+
+    - "int8" / "uint8": each dimension cut into 255 equal steps between its min and max (`ranges`, shape (2, d);
+      else those of `calibration_embeddings`; else of `embeddings` themselves, which needs more than one row):
+      floor((x - min) / step), clipped to 0..255; int8 is that minus 128.
+    - "ubinary": one bit per dimension (x > 0), packed 8 to a byte: (n, ceil(d / 8)) uint8; "binary" is the same
+      bytes minus 128, as int8.
+    """
+    if precision not in PRECISIONS:
+        raise InvalidArgumentError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    x = np.asarray(embeddings)
+    if x.dtype in (np.int8, np.uint8):
+        raise InvalidArgumentError("embeddings to quantize must be floats, not int8 or uint8")
+    if precision == "float32":
+        return x.astype(np.float32)
+    if precision.endswith("binary"):
+        bits = np.packbits(x > 0, axis=-1)
+        return bits if precision == "ubinary" else (bits.astype(np.int16) - 128).astype(np.int8)
+    starts, steps = _steps(_quantization_ranges(x, precision, ranges, calibration_embeddings))
+    q = np.clip(np.floor((x - starts) / steps), 0, 255)
+    return q.astype(np.uint8) if precision == "uint8" else (q - 128).astype(np.int8)
+
+
+def _quantization_ranges(x, precision, ranges, calibration_embeddings):
+    if ranges is not None:
+        ranges = np.asarray(ranges)
+        if ranges.shape != (2, x.shape[-1]):
+            raise InvalidArgumentError(f"ranges must have shape (2, {x.shape[-1]}), got {ranges.shape}")
+        return ranges
+    calibration = x if calibration_embeddings is None else np.asarray(calibration_embeddings)
+    if calibration.ndim != 2 or len(calibration) < 2:
+        raise InvalidArgumentError(f"{precision} needs the ranges of more than one embedding: pass ranges= or "
+                                   "calibration_embeddings= from a representative set")
+    return np.vstack((calibration.min(axis=0), calibration.max(axis=0)))
+
+
+def _steps(ranges):
+    """(starts, steps) of 255 steps per dimension; a dimension with no range gets step 1."""
+    ranges = ranges.astype(np.float32, copy=False)
+    steps = (ranges[1] - ranges[0]) / 255
+    return ranges[0], np.where(steps == 0, 1, steps)
+
+
+def _dequantize(q, precision, ranges):
+    starts, steps = _steps(ranges)
+    q = q.astype(np.float64) + (128 if precision == "int8" else 0)
+    return q * steps + starts
+
+
+def quantized_search(query_embeddings, corpus_embeddings, corpus_precision="ubinary", top_k=10, ranges=None,
+                     calibration_embeddings=None, rescore=True, rescore_multiplier=2):
+    """Exact search over a quantized corpus, as sentence-transformers' semantic_search_faiss / _usearch do it.
+
+    The float queries are quantized like the corpus. Binary corpora are searched by Hamming distance (smaller is
+    better), int8/uint8 ones by the dot product of the quantized vectors. With `rescore` (and float queries),
+    top_k * rescore_multiplier candidates are rescored by the float query against each candidate (its bits 0/1,
+    or its dequantized values) and the best top_k kept. Returns, per query, [{"corpus_id", "score"}, ...] best
+    first: Hamming distances (ints) without rescoring on binary, dot products otherwise.
+    """
+    if corpus_precision not in PRECISIONS[1:]:
+        raise InvalidArgumentError(f"corpus_precision must be one of {PRECISIONS[1:]}, got {corpus_precision!r}")
+    queries = _as_batch(query_embeddings) if np.asarray(query_embeddings).dtype.kind == "f" else None
+    if queries is None:
+        raise InvalidArgumentError("query_embeddings must be floats: they are quantized here, and rescored")
+    corpus = np.asarray(corpus_embeddings)
+    if corpus.ndim != 2:
+        raise InvalidArgumentError(f"corpus_embeddings must be (n, d), got shape {corpus.shape}")
+    binary = corpus_precision.endswith("binary")
+    if not binary and ranges is None:
+        ranges = _quantization_ranges(queries, corpus_precision, None, calibration_embeddings)
+    q = quantize_embeddings(queries, corpus_precision, ranges=ranges)
+    k = min(top_k * (rescore_multiplier if rescore else 1), len(corpus))
+    if binary:  # XOR of the bytes: int8's -128 flips the same top bit in both
+        distance = np.bitwise_count(q.view(np.uint8)[:, None, :] ^ corpus.view(np.uint8)[None, :, :]).sum(-1)
+        scores = -distance.astype(np.int64)  # (nq, n): larger is better
+    else:
+        scores = q.astype(np.float64) @ corpus.astype(np.float64).T
+    idx = np.argsort(-scores, axis=1, kind="stable")[:, :k]  # (nq, k) candidates
+    if rescore:
+        picked = corpus[idx]  # (nq, k, bytes or d)
+        if binary:
+            values = np.unpackbits(picked.view(np.uint8), axis=-1)[..., :queries.shape[1]]
+        else:
+            values = _dequantize(picked, corpus_precision, ranges)
+        rescored = np.einsum("qd,qkd->qk", queries.astype(np.float64), values.astype(np.float64))
+        order = np.argsort(-rescored, axis=1, kind="stable")[:, :top_k]
+        idx, best = np.take_along_axis(idx, order, 1), np.take_along_axis(rescored, order, 1)
+    else:
+        idx = idx[:, :top_k]
+        best = -np.take_along_axis(scores, idx, 1) if binary else np.take_along_axis(scores, idx, 1)
+    return [[{"corpus_id": int(i), "score": s.item()} for i, s in zip(row_idx, row_best)]
+            for row_idx, row_best in zip(idx, best)]

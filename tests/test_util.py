@@ -201,3 +201,115 @@ def test_paraphrase_mining_encodes_with_model_and_forwards_options():
     assert model.calls == [(sentences, {"show_progress_bar": False, "batch_size": 4})]
     assert [p[1:] for p in got] == [p[1:] for p in brute_force_pairs(emb.astype(np.float64), 2, 5)]
     assert paraphrase_mining(FakeModel(emb[:1]), ["only"]) == []
+
+
+# ---------------------------------------------------------------------------------------------- distances
+
+
+@pytest.mark.parametrize("dtype, atol, rtol", TOLERANCES)
+@pytest.mark.parametrize("na, nb, dim", [(1, 1, 1), (7, 13, 384), (40, 3, 17)])
+def test_distances_and_pairwise_match_formula(dtype, atol, rtol, na, nb, dim, monkeypatch):
+    from npminilm import util
+
+    monkeypatch.setattr(util, "_DIFF_ELEMENTS", 100)  # many row blocks
+    rng = np.random.default_rng()
+    a, b = rand(rng, na, dim, dtype=dtype), rand(rng, nb, dim, dtype=dtype)
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    diff = a64[:, None, :] - b64[None, :, :]
+    assert_close(util.euclidean_sim(a, b), -np.sqrt((diff**2).sum(-1)), atol * dim, rtol, "euclidean_sim")
+    assert_close(util.manhattan_sim(a, b), -np.abs(diff).sum(-1), atol * dim, rtol, "manhattan_sim")
+    assert util.euclidean_sim(a, a).diagonal().max() == 0  # from differences: no cancellation
+    m = min(na, nb)
+    a, b, a64, b64 = a[:m], b[:m], a64[:m], b64[:m]
+    assert_close(util.pairwise_cos_sim(a, b), np.diag(cos64(a64, b64)), atol, rtol, "pairwise_cos_sim")
+    assert_close(util.pairwise_dot_score(a, b), (a64 * b64).sum(-1), atol * dim, rtol, "pairwise_dot_score")
+    assert_close(util.pairwise_euclidean_sim(a, b), -np.linalg.norm(a64 - b64, axis=1), atol * dim, rtol,
+                 "pairwise_euclidean_sim")
+    assert_close(util.pairwise_manhattan_sim(a, b), -np.abs(a64 - b64).sum(1), atol * dim, rtol,
+                 "pairwise_manhattan_sim")
+
+
+# ---------------------------------------------------------------------------------------------- quantization
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(2, 30), dim=st.integers(1, 70), seed=st.integers(0, 2**32 - 1),
+       calibrate=st.sampled_from(["self", "calibration", "ranges"]))
+def test_scalar_quantization_buckets_each_value(n, dim, seed, calibrate):
+    """uint8: x lies in its bucket [start + q step, start + (q + 1) step) (clipped at both ends); int8 is q - 128."""
+    from npminilm.util import quantize_embeddings
+
+    rng = np.random.default_rng(seed)
+    x = rand(rng, n, dim, dtype=np.float32)
+    calibration = rand(rng, 20, dim, dtype=np.float32)
+    source = x if calibrate == "self" else calibration
+    lo, hi = source.min(0).astype(np.float64), source.max(0).astype(np.float64)
+    kwargs = {"self": {}, "calibration": {"calibration_embeddings": calibration},
+              "ranges": {"ranges": np.vstack([lo, hi])}}[calibrate]
+    q = quantize_embeddings(x, "uint8", **kwargs)
+    assert q.dtype == np.uint8
+    np.testing.assert_array_equal(quantize_embeddings(x, "int8", **kwargs).astype(int), q.astype(int) - 128)
+    step = np.where(hi > lo, (hi - lo) / 255, 1)
+    bucket_lo, bucket_hi = lo + q * step, lo + (q + 1) * step
+    slack = 1e-3 * step  # float32 rounding of (x - start) / step, up to ~3e-5 of a step at 255
+    inside = ((x >= bucket_lo - slack) | (q == 0)) & ((x < bucket_hi + slack) | (q == 255))
+    assert inside.all(), np.argwhere(~inside)[:5]
+
+
+def test_binary_quantization_packs_signs():
+    from npminilm.util import quantize_embeddings
+
+    rng = np.random.default_rng()
+    x = rand(rng, 9, 37, dtype=np.float32)
+    packed = quantize_embeddings(x, "ubinary")
+    assert packed.shape == (9, 5) and packed.dtype == np.uint8
+    np.testing.assert_array_equal(np.unpackbits(packed, axis=1)[:, :37], x > 0)
+    signed = quantize_embeddings(x, "binary")
+    assert signed.dtype == np.int8
+    np.testing.assert_array_equal(signed.astype(int), packed.astype(int) - 128)
+    np.testing.assert_array_equal(quantize_embeddings(x, "float32"), x)
+
+
+@pytest.mark.parametrize("bad, words", [
+    (dict(precision="int4"), "precision must be one of"), (dict(precision="int8", ranges=np.zeros((2, 3))), "shape"),
+    (dict(precision="int8", x=np.ones((1, 5))), "more than one embedding"),
+    (dict(precision="uint8", x=np.ones((2, 5), np.uint8)), "must be floats"),
+])  # fmt: skip
+def test_quantization_errors(bad, words):
+    from npminilm.errors import InvalidArgumentError
+    from npminilm.util import quantize_embeddings
+
+    x = bad.pop("x", np.ones((4, 5), np.float32))
+    with pytest.raises(InvalidArgumentError, match=words):
+        quantize_embeddings(x, **bad)
+
+
+@pytest.mark.parametrize("precision", ["ubinary", "binary", "uint8", "int8"])
+def test_quantized_search_matches_brute_force(precision):
+    """Without rescoring: Hamming distance (binary) or the quantized dot product, best first. With rescoring over
+    every candidate (multiplier >= corpus / top_k): the float query against the unpacked / dequantized corpus."""
+    from npminilm.util import quantize_embeddings, quantized_search
+
+    rng = np.random.default_rng()
+    queries, corpus = rand(rng, 3, 40, dtype=np.float32), rand(rng, 60, 40, dtype=np.float32)
+    ranges = np.vstack([corpus.min(0), corpus.max(0)])
+    kwargs = {} if precision.endswith("binary") else {"ranges": ranges}
+    qc, qq = quantize_embeddings(corpus, precision, **kwargs), quantize_embeddings(queries, precision, **kwargs)
+    if precision.endswith("binary"):
+        bits = np.unpackbits(qc.view(np.uint8), axis=1)[:, :40].astype(np.float64)
+        differ = np.unpackbits(qq.view(np.uint8), axis=1)[:, None, :] != np.unpackbits(qc.view(np.uint8), axis=1)[None]
+        raw = -differ.sum(-1).astype(np.float64)  # minus the Hamming distance
+        values = bits
+    else:
+        raw = qq.astype(np.float64) @ qc.astype(np.float64).T
+        step = np.where(ranges[1] > ranges[0], (ranges[1] - ranges[0]).astype(np.float32) / 255, 1)
+        values = (qc.astype(np.float64) + (128 if precision == "int8" else 0)) * step + ranges[0]
+    plain = quantized_search(queries, qc, precision, top_k=5, rescore=False, **kwargs)
+    rescored = quantized_search(queries, qc, precision, top_k=5, rescore_multiplier=12, **kwargs)
+    for i in range(3):
+        got = [hit["score"] for hit in plain[i]]
+        expected = sorted(raw[i], reverse=True)[:5]
+        assert_close(got, [-s for s in expected] if precision.endswith("binary") else expected, 1e-9, 0, "scores")
+        exact = queries[i].astype(np.float64) @ values.T
+        assert [hit["corpus_id"] for hit in rescored[i]] == list(np.argsort(-exact, kind="stable")[:5])
+        assert_close([hit["score"] for hit in rescored[i]], np.sort(exact)[::-1][:5], 1e-9, 1e-9, "rescored")

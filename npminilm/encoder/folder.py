@@ -1,4 +1,5 @@
-"""Reading a sentence-transformers / HF BERT model folder: config.json, modules.json, pooling and length settings."""
+"""Reading a sentence-transformers / HF BERT model folder: config.json, modules.json, pooling and length settings,
+and config_sentence_transformers.json (prompts, the default prompt, the similarity function)."""
 
 import json
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ LEGACY_POOLING_KEYS = {
     "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
 }
 UNSUPPORTED_POOLING_KEYS = {"pooling_mode_weightedmean_tokens": "weightedmean", "pooling_mode_lasttoken": "lasttoken"}
+SIMILARITY_FN_NAMES = ("cosine", "dot", "euclidean", "manhattan")
 
 
 @dataclass
@@ -28,6 +30,10 @@ class ModelFolder:
     normalize: bool = False
     max_seq_length: int = 512
     do_lower_case: bool = False
+    include_prompt: bool = True  # the Pooling module's: False pools over the text's tokens only, not the prompt's
+    prompts: dict = field(default_factory=dict)  # name -> prompt text, from config_sentence_transformers.json
+    default_prompt_name: str | None = None
+    similarity_fn_name: str | None = None
 
     @property
     def weights_path(self):
@@ -62,15 +68,38 @@ def read_model_folder(path):
             if (transformer_path / "pytorch_model.bin").exists() else ""
         raise ModelLoadError(f"{transformer_path / 'model.safetensors'}: missing{hint}")
 
-    pooling_modes = ["mean"]
+    pooling_modes, include_prompt = ["mean"], True
     if pooling_path is not None:
-        pooling_modes = _read_pooling(pooling_path / "config.json", config.hidden_size)
+        pooling_modes, include_prompt = _read_pooling(pooling_path / "config.json", config.hidden_size)
     # Without modules.json sentence-transformers builds a bare Transformer module, which never reads
     # sentence_bert_config.json: the limit then comes from the tokenizer config and the position table.
     max_seq_length, do_lower_case = _read_sentence_bert_config(transformer_path, config,
                                                                use_file=pooling_path is not None)
+    prompts, default_prompt_name, similarity_fn_name = _read_st_config(path / "config_sentence_transformers.json")
     return ModelFolder(path, transformer_path, config, raw_config, pooling_modes, normalize,
-                       max_seq_length, do_lower_case)
+                       max_seq_length, do_lower_case, include_prompt, prompts, default_prompt_name,
+                       similarity_fn_name)
+
+
+def _read_st_config(config_path):
+    """(prompts, default_prompt_name, similarity_fn_name) of config_sentence_transformers.json, if there is one."""
+    if not config_path.exists():
+        return {}, None, None
+    cfg = read_json(config_path)
+    if not isinstance(cfg, dict):
+        raise ModelLoadError(f"{config_path}: not a JSON object")
+    prompts = cfg.get("prompts") or {}
+    if not isinstance(prompts, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in prompts.items()):
+        raise ModelLoadError(f"{config_path}: prompts must map names to strings")
+    default = cfg.get("default_prompt_name")
+    if default is not None and default not in prompts:
+        raise ModelLoadError(f"{config_path}: default_prompt_name {default!r} is not among the prompts "
+                             f"{sorted(prompts)}")
+    similarity = cfg.get("similarity_fn_name")
+    if similarity is not None and similarity not in SIMILARITY_FN_NAMES:
+        raise ModelLoadError(f"{config_path}: similarity_fn_name must be one of {SIMILARITY_FN_NAMES}, "
+                             f"got {similarity!r}")
+    return dict(prompts), default, similarity
 
 
 def _read_modules(path):
@@ -107,9 +136,12 @@ def _read_pooling(config_path, hidden_size):
         raise ModelLoadError(f"{config_path}: unsupported pooling mode(s) {unknown}")
     if not requested:
         raise ModelLoadError(f"{config_path}: no pooling mode enabled")
+    include_prompt = cfg.get("include_prompt", True)
+    if not isinstance(include_prompt, bool):
+        raise ModelLoadError(f"{config_path}: include_prompt must be true or false, got {include_prompt!r}")
     if "pooling_mode" in cfg:
-        return list(dict.fromkeys(requested))
-    return [m for m in POOLING_ORDER if m in requested]
+        return list(dict.fromkeys(requested)), include_prompt
+    return [m for m in POOLING_ORDER if m in requested], include_prompt
 
 
 def _read_sentence_bert_config(transformer_path, config, use_file=True):

@@ -31,19 +31,26 @@ def pool_forward(h, mask, modes):
     return np.concatenate(outs, axis=-1), caches
 
 
-def pool_packed(h, text_rows, modes):
+def pool_packed(h, text_rows, modes, skip=0):
     """Inference over packed rows: h (rows, C), text_rows each text's rows in token order (slices or index
-    arrays) -> (S, len(modes) * C), each text pooled over exactly its own rows, as `pool_forward` pools it."""
-    texts = [h[rows] for rows in text_rows]
+    arrays) -> (S, len(modes) * C), each text pooled over exactly its own rows, as `pool_forward` pools it.
+
+    skip > 0 leaves each text's first `skip` tokens out (a prompt's, with the Pooling module's include_prompt
+    false), as sentence-transformers masks them: a text with nothing left pools to zeros (mean), its first token
+    (cls) or -inf (max)."""
+    whole = [h[rows] for rows in text_rows]
+    texts = [t[skip:] for t in whole]
     count = np.array([len(t) for t in texts], dtype=h.dtype)[:, None]  # (S, 1)
     outs = []
     for mode in modes:
         if mode == "cls":
-            outs.append(np.stack([t[0] for t in texts]))
+            outs.append(np.stack([t[0] if len(t) else w[0] for t, w in zip(texts, whole)]))
         elif mode == "max":
-            outs.append(np.stack([t.max(axis=0) for t in texts]))
+            outs.append(np.stack([t.max(axis=0) if len(t) else np.full(h.shape[1], -np.inf, h.dtype)
+                                  for t in texts]))
         else:
             total = np.stack([t.sum(axis=0) for t in texts])
+            count = np.maximum(count, np.asarray(1e-9, h.dtype))  # sentence-transformers' clamp: 0 / 1e-9 = 0
             outs.append(total / (np.sqrt(count) if mode == "mean_sqrt_len_tokens" else count))
     return np.concatenate(outs, axis=-1)
 

