@@ -3,14 +3,15 @@
 import importlib
 
 __version__ = "0.1.0"
-__all__ = ["SentenceEncoder", "WordPieceTokenizer", "errors", "util", "__version__"]
+__all__ = ["SentenceEncoder", "CrossEncoder", "WordPieceTokenizer", "errors", "util", "__version__"]
 
 _LAZY = {
     "SentenceEncoder": ("npminilm.encoder.sentence_encoder", "SentenceEncoder"),
+    "CrossEncoder": ("npminilm.encoder.cross_encoder", "CrossEncoder"),
     "WordPieceTokenizer": ("npminilm.tokenization.wordpiece", "WordPieceTokenizer"),
 }
 # one subpackage per concern; the base first (nn, io, runtime), then the models, their backends and the CLI
-_SUBMODULES = {"errors", "util", "nn", "io", "runtime", "tokenization", "encoder", "decoder", "gpu", "cli"}
+_SUBMODULES = {"errors", "util", "nn", "io", "runtime", "tokenization", "encoder", "decoder", "gpu", "serve", "cli", "finetune"}
 
 
 def __getattr__(name):

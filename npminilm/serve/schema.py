@@ -1,8 +1,8 @@
 """Each endpoint's JSON body, read and checked into plain values. Anything else is a RequestError that names the
 field at fault: 400 for a wrong type or value, 413 for too many inputs.
 
-The bodies are OpenAI's for /v1/embeddings and text-embeddings-inference's (TEI) for /embed, /tokenize and
-/similarity. Fields the endpoint does not know are ignored, as both servers do.
+The bodies are OpenAI's for /v1/embeddings and text-embeddings-inference's (TEI) for /embed, /tokenize,
+/similarity and /rerank. Fields the endpoint does not know are ignored, as both servers do.
 """
 
 import json
@@ -78,6 +78,27 @@ def tei_similarity(body, max_inputs):
         raise RequestError("inputs.source_sentence must be a string", param="inputs.source_sentence")
     sentences, _ = _inputs(inputs, "sentences", max_inputs - 1, allow_ids=False, param="inputs.sentences")
     return source[0], sentences
+
+
+def tei_rerank(body, max_inputs, auto_truncate):
+    """POST /rerank: query, texts, raw_scores (default false), return_text (default false), truncate."""
+    query, _ = _inputs(body, "query", 1, allow_ids=False)
+    if not isinstance(body.get("query"), str):
+        raise RequestError("query must be a string", param="query")
+    texts, _ = _inputs(body, "texts", max_inputs, allow_ids=False)
+    if not isinstance(body.get("texts"), list):
+        raise RequestError("texts must be a list of strings", param="texts")
+    return RerankRequest(query[0], texts, _flag(body, "raw_scores", False), _flag(body, "return_text", False),
+                         _flag(body, "truncate", auto_truncate))
+
+
+@dataclass(frozen=True)
+class RerankRequest:
+    query: str
+    texts: list
+    raw_scores: bool
+    return_text: bool
+    truncate: bool
 
 
 def _inputs(body, key, max_inputs, allow_ids, param=None):

@@ -38,7 +38,7 @@ def bind(host, port):
     return sock
 
 
-def serve(config, model, backend="numpy"):
+def serve(config, model, backend="numpy", reranker=None):
     """Serve `model` under `config` until SIGTERM (drain, then return) or SIGINT (drain, then KeyboardInterrupt)."""
     import uvicorn
 
@@ -47,12 +47,20 @@ def serve(config, model, backend="numpy"):
     sock = bind(config.host, config.port)  # first: a taken address fails before the model loads
     try:
         encoder = load_encoder(model, backend)
+        cross_encoder = None
+        if reranker is not None:
+            from ..encoder.cross_encoder import CrossEncoder
+
+            cross_encoder = CrossEncoder(reranker)
+            if cross_encoder.num_labels != 1:
+                raise InvalidArgumentError(f"--reranker needs a one-label cross-encoder; {reranker} has "
+                                           f"{cross_encoder.num_labels} labels")
         if config.max_batch_tokens < encoder.max_seq_length:
             raise InvalidArgumentError(f"max_batch_tokens ({config.max_batch_tokens}) must hold one text of the "
                                        f"model's {encoder.max_seq_length} tokens")
         host, port = sock.getsockname()[:2]
         name = str(model).rstrip("/").rsplit("/", 1)[-1]
-        server = uvicorn.Server(uvicorn.Config(create_app(encoder, config, name), log_level="info",
+        server = uvicorn.Server(uvicorn.Config(create_app(encoder, config, name, cross_encoder), log_level="info",
                                                access_log=False, lifespan="on",
                                                timeout_graceful_shutdown=DRAIN_SECONDS, server_header=False))
         log.info("npminilm serve: %s (%s, deterministic=%s) on http://%s:%d, loaded in %.2f s", name, backend,

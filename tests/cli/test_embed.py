@@ -351,3 +351,33 @@ def test_disabled_bar_writes_nothing(monkeypatch):
     stream = io.StringIO()
     assert list(progress.track("abc", show_progress_bar=False, stream=stream)) == ["a", "b", "c"]
     assert stream.getvalue() == ""
+
+
+def test_rerank_ranks_corpus_lines(capsys, tmp_path, model_dir):
+    """The cross-encoder's own rank order and scores, printed as search prints them."""
+    from npminilm import CrossEncoder
+    from tests.encoder.test_cross_encoder import write_cross_encoder
+
+    folder = write_cross_encoder(tmp_path / "ce", model_dir, 1, int(np.random.SeedSequence().entropy % 2**31))
+    lines = ["Stock markets fell sharply today.", "The cat sleeps on the sofa.", "I love pizza with cheese.", "x"]
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(lines[0] + "\n\n" + "\n".join(lines[1:]) + "\n")
+    status, out, _ = main(capsys, "rerank", "-m", str(folder), "--query", "a sleeping kitten", "-c", str(corpus),
+                          "--top-k", "3")
+    assert status == 0
+    rows = [line.split("\t") for line in out.splitlines()]
+    expected = CrossEncoder(folder).rank("a sleeping kitten", lines, top_k=3)
+    assert [r[0] for r in rows] == ["1", "2", "3"]
+    assert [r[2] for r in rows] == [lines[hit["corpus_id"]] for hit in expected]
+    assert [float(r[1]) for r in rows] == [round(hit["score"], 4) for hit in expected]
+
+
+def test_rerank_errors_are_one_line(tmp_path, model_dir):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("a\nb\n")
+    no_model = run_cli("rerank", "--query", "q", "-c", str(corpus))
+    assert no_model.returncode == 2 and "rerank needs --model" in no_model.stderr
+    assert_one_line_error(no_model.stderr)
+    embedder = run_cli("rerank", "-m", str(model_dir), "--query", "q", "-c", str(corpus))
+    assert embedder.returncode == 1 and "not BertForSequenceClassification" in embedder.stderr
+    assert_one_line_error(embedder.stderr)

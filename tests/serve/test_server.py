@@ -18,15 +18,22 @@ import pytest
 from npminilm import SentenceEncoder
 from npminilm.finetune.data import read_examples
 from tests.conftest import ROOT
+from tests.encoder.test_cross_encoder import write_cross_encoder
 from tests.serve.server_process import ServerProcess
 
 MAX_INPUTS = 64
 
 
 @pytest.fixture(scope="module")
-def server(model_dir, tmp_path_factory):
+def reranker_dir(model_dir, tmp_path_factory):
+    seed = int(np.random.SeedSequence().entropy % 2**31)
+    return write_cross_encoder(tmp_path_factory.mktemp("reranker") / "ce", model_dir, 1, seed)
+
+
+@pytest.fixture(scope="module")
+def server(model_dir, reranker_dir, tmp_path_factory):
     with ServerProcess(model_dir, "--max-inputs", str(MAX_INPUTS), "--max-batch-tokens", "2048",
-                       log_dir=tmp_path_factory.mktemp("serve")) as proc:
+                       "--reranker", str(reranker_dir), log_dir=tmp_path_factory.mktemp("serve")) as proc:
         yield proc
 
 
@@ -192,6 +199,28 @@ def test_models_health_metrics(server):
         assert name in text, name
 
 
+def test_tei_rerank(server, reranker_dir, draw):
+    """TEI's /rerank: the cross-encoder's scores (sigmoid, or raw logits), best first, texts when asked."""
+    from npminilm import CrossEncoder
+
+    ce = CrossEncoder(reranker_dir)
+    query, *texts = draw(8)
+    status, _, hits = server.post("/rerank", {"query": query, "texts": texts, "return_text": True})
+    assert status == 200
+    expected = ce.rank(query, texts)
+    assert [h["index"] for h in hits] == [e["corpus_id"] for e in expected]
+    assert [h["text"] for h in hits] == [texts[e["corpus_id"]] for e in expected]
+    np.testing.assert_allclose([h["score"] for h in hits], [e["score"] for e in expected], atol=1e-6)
+    status, _, raw = server.post("/rerank", {"query": query, "texts": texts, "raw_scores": True})
+    logits = ce.predict([(query, t) for t in texts], activation_fn="identity")
+    assert status == 200 and "text" not in raw[0]
+    np.testing.assert_allclose([h["score"] for h in raw], logits[[h["index"] for h in raw]], atol=1e-5)
+    long = " ".join(draw(40))
+    status, _, answer = server.post("/rerank", {"query": query, "texts": ["short", long]})
+    assert status == 413 and "texts[1]" in answer["error"]["message"]
+    assert server.post("/rerank", {"query": query, "texts": [long], "truncate": True})[0] == 200
+
+
 # ---------------------------------------------------------------------------------------------- bad input
 
 BAD_REQUESTS = [
@@ -222,6 +251,13 @@ BAD_REQUESTS = [
     ("/similarity", {"inputs": {"source_sentence": ["a"], "sentences": ["b"]}}, 400, "must be a string",
      "inputs.source_sentence"),
     ("/tokenize", {"inputs": {"a": 1}}, 400, "inputs must be a string or a list of strings", "inputs"),
+    ("/rerank", {"texts": ["a"]}, 400, "'query' is required", "query"),
+    ("/rerank", {"query": ["q"], "texts": ["a"]}, 400, "query must be a string", "query"),
+    ("/rerank", {"query": "q", "texts": "a"}, 400, "texts must be a list of strings", "texts"),
+    ("/rerank", {"query": "q", "texts": []}, 400, "texts must not be empty", "texts"),
+    ("/rerank", {"query": "q", "texts": ["a"], "raw_scores": "yes"}, 400, "raw_scores must be true or false",
+     "raw_scores"),
+    ("/rerank", {"query": "q", "texts": ["a"] * (MAX_INPUTS + 1)}, 413, f"limit of {MAX_INPUTS}", "texts"),
 ]
 
 
@@ -266,6 +302,9 @@ def test_api_key(model_dir, tmp_path):
             assert answer["error"]["type"] == "authentication_error"
         assert server.get("/metrics")[0] == 401
         assert server.get("/health")[0] == 200  # liveness probes need no key
+        status, _, answer = server.post("/rerank", {"query": "q", "texts": ["a"]},
+                                        headers={"Authorization": "Bearer s3cret"})
+        assert status == 404 and "start it with --reranker" in answer["error"]["message"]
         with pytest.raises(openai.AuthenticationError):
             client(server, "wrong").embeddings.create(model="m", input="x")
         out = client(server, "s3cret").embeddings.create(model="m", input="x")
