@@ -43,6 +43,20 @@ def test_single_string_tensor_and_empty(gpu32, reference):
     assert gpu32.encode([]).shape == (0, gpu32.dim)
 
 
+def test_prompts_truncate_dim_and_precision_match_numpy(gpu32, encoder):
+    """The shared API on the GPU engine: a prompt, truncate_dim with normalize_embeddings, a quantized precision;
+    a prompt left out of pooling or truncation into a tensor are typed errors."""
+    kwargs = {"prompt": "query: ", "truncate_dim": 100, "normalize_embeddings": True}
+    assert_close(gpu32.encode_query(SENTENCES, **kwargs), encoder.encode_query(SENTENCES, **kwargs), 1e-4,
+                 name="prompt + truncate_dim")
+    got = gpu32.encode(SENTENCES, precision="ubinary")
+    expected = encoder.encode(SENTENCES, precision="ubinary")
+    assert got.shape == expected.shape == (len(SENTENCES), 48) and got.dtype == np.uint8
+    assert np.unpackbits(got ^ expected).mean() < 0.01  # a sign flips only where a value is within ~1e-4 of 0
+    with pytest.raises(InvalidArgumentError, match="convert_to_tensor=False with truncate_dim"):
+        gpu32.encode(SENTENCES, truncate_dim=8, convert_to_tensor=True)
+
+
 def test_encode_ids_matches_encode(gpu32, reference):
     """The server's path: texts tokenised first (token_ids), then embedded from their ids, over two batches."""
     gpu32.max_batch_tokens, budget = 24, gpu32.max_batch_tokens
