@@ -213,6 +213,12 @@ def _matryoshka(rng):
                   {"a": _normal(rng, 5, 8), "b": _normal(rng, 5, 8)})
 
 
+def _bce_with_logits(rng):
+    labels = rng.uniform(0.0, 1.0, size=(6, 2))
+    return OpCase(lambda z: losses.bce_with_logits_forward(z, labels), losses.bce_with_logits_backward,
+                  {"logits": _normal(rng, 6, 2) * 3.0})
+
+
 OPS = {
     "linear": _linear,
     "embedding": _embedding,
@@ -234,6 +240,7 @@ OPS = {
     "cosine_mse": _cosine_mse,
     "cosent": _cosent,
     "matryoshka_cosent": _matryoshka,
+    "bce_with_logits": _bce_with_logits,
 }
 
 

@@ -1,5 +1,6 @@
 """Training losses as forward/backward pairs: cross-entropy, in-batch contrastive (MNRL, plain or symmetric),
-CoSENT, cosine-MSE, and Matryoshka over any of the sentence-pair losses.
+CoSENT, cosine-MSE, Matryoshka over any of the sentence-pair losses, and binary cross-entropy on logits (a
+cross-encoder's).
 
 Same contract as `ops.py`: `*_forward(...) -> (loss, cache)` with a 0-d loss in the inputs' dtype, and
 `*_backward(dloss, cache)` returning the gradients of the forward's float array inputs in argument order.
@@ -186,3 +187,25 @@ def matryoshka_backward(loss_backward, dout, cache):
         for g, part in zip(grads, loss_backward(dout * w, c)):
             g[:, :d] += part
     return tuple(grads)
+
+
+# ------------------------------------------------------------------------------- binary cross-entropy
+
+
+def bce_with_logits_forward(logits, labels):
+    """mean over elements of -[y log sigmoid(z) + (1 - y) log(1 - sigmoid(z))], as torch's BCEWithLogitsLoss
+    (sentence-transformers' BinaryCrossEntropyLoss for cross-encoders). logits and labels (B,) or (B, K); labels
+    in [0, 1] are targets, not differentiated: backward returns (dlogits,).
+
+    Written stably: max(z, 0) - z y + log(1 + exp(-|z|)), which never overflows."""
+    z = logits
+    y = np.asarray(labels, dtype=z.dtype).reshape(z.shape)
+    loss = np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z)))
+    return np.asarray(loss.mean(), dtype=z.dtype), (z, y)
+
+
+# dL/dz = (sigmoid(z) - y) / n
+def bce_with_logits_backward(dout, cache):
+    z, y = cache
+    sigmoid = np.where(z >= 0, 1.0 / (1.0 + np.exp(-np.abs(z))), np.exp(-np.abs(z)) / (1.0 + np.exp(-np.abs(z))))
+    return ((sigmoid - y) * (dout / z.size)).astype(z.dtype, copy=False),

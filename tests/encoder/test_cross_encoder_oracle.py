@@ -107,3 +107,32 @@ def test_gradients_match_torch_autograd(folder):
     assert set(grads) == set(expected)
     for name, g in grads.items():
         assert_close(g, expected[name], 1e-9 * max(1.0, np.abs(expected[name]).max()), name=name)
+
+
+def test_fine_tuning_steps_match_torch(tmp_path, model_dir):
+    """The same machinery as the sentence encoder's: forward_train, BCE on the logits (sentence-transformers'
+    BinaryCrossEntropyLoss), backward, AdamW. Five float64 steps give torch's losses and parameters."""
+    from npminilm.nn.losses import bce_with_logits_backward, bce_with_logits_forward
+    from npminilm.nn.optim import AdamW
+
+    seed = int(np.random.SeedSequence().entropy % 2**31)
+    path, model = build_cross_encoder(tmp_path / "m", model_dir, 2, 1, seed)
+    ours = CrossEncoder(path, dtype="float64", max_length=32)
+    model = model.double().eval()  # no dropout in either engine
+    labels = np.random.default_rng(seed).integers(0, 2, len(PAIRS)).astype(np.float64)
+    features = ours.tokenize(PAIRS)
+    inputs = {k: torch.from_numpy(v) for k, v in features.items()}
+    optimizer = AdamW(ours.params, weight_decay=0.01, betas=(0.9, 0.999), eps=1e-8, decay=lambda name: True)
+    torch_optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01)
+    for step in range(5):
+        logits, cache = ours.forward_train(features)
+        loss, loss_cache = bce_with_logits_forward(logits[:, 0], labels)
+        (d_logits,) = bce_with_logits_backward(np.float64(1.0), loss_cache)
+        optimizer.step(ours.params, ours.backward(d_logits[:, None], cache), lr=1e-3)
+        torch_optimizer.zero_grad()
+        torch_loss = torch.nn.BCEWithLogitsLoss()(model(**inputs).logits[:, 0], torch.from_numpy(labels))
+        torch_loss.backward()
+        torch_optimizer.step()
+        assert abs(float(loss) - torch_loss.item()) < 1e-10, f"step {step}, seed {seed}"
+    for name, p in model.named_parameters():
+        assert_close(ours.params[name.removeprefix("bert.")], p.detach().numpy(), 1e-9, name=name)
