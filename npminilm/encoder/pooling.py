@@ -35,11 +35,12 @@ def pool_packed(h, text_rows, modes, skip=0):
     """Inference over packed rows: h (rows, C), text_rows each text's rows in token order (slices or index
     arrays) -> (S, len(modes) * C), each text pooled over exactly its own rows, as `pool_forward` pools it.
 
-    skip > 0 leaves each text's first `skip` tokens out (a prompt's, with the Pooling module's include_prompt
-    false), as sentence-transformers masks them: a text with nothing left pools to zeros (mean), its first token
-    (cls) or -inf (max)."""
+    skip > 0 (one number, or one per text) leaves each text's first `skip` tokens out (a prompt's, with the
+    Pooling module's include_prompt false), as sentence-transformers masks them: a text with nothing left pools
+    to zeros (mean), its first token (cls) or -inf (max)."""
     whole = [h[rows] for rows in text_rows]
-    texts = [t[skip:] for t in whole]
+    skips = np.broadcast_to(np.asarray(skip, dtype=np.int64), (len(whole),))
+    texts = [t[int(s):] for t, s in zip(whole, skips)]
     count = np.array([len(t) for t in texts], dtype=h.dtype)[:, None]  # (S, 1)
     outs = []
     for mode in modes:

@@ -251,15 +251,21 @@ class SentenceEncoder:
             return self.prompts[prompt_name]
         return self.prompts.get(self.default_prompt_name) if self.default_prompt_name is not None else None
 
-    def _with_prompt(self, texts, prompt, prompt_name):
-        """(the texts with the prompt put before each, how many leading tokens pooling leaves out)."""
+    def prompt_and_skip(self, prompt=None, prompt_name=None):
+        """(the prompt text encode puts before each text, "" for none; how many leading tokens pooling then
+        leaves out: [CLS] and the prompt's own when the folder's Pooling says include_prompt false, else 0)."""
         prompt = self._resolve_prompt(prompt, prompt_name)
         if not prompt:
-            return texts, 0
-        skip = 0
-        if not self.include_prompt:  # sentence-transformers: the prompt's tokens alone, [CLS] in, [SEP] out
-            skip = len(self.tokenizer.encode(self._prepare([prompt])[0], max_length=self.max_seq_length)) - 1
-        return [prompt + t for t in texts], skip
+            return "", 0
+        if self.include_prompt:
+            return prompt, 0
+        # sentence-transformers: the prompt's tokens alone, [CLS] in, [SEP] out
+        return prompt, len(self.tokenizer.encode(self._prepare([prompt])[0], max_length=self.max_seq_length)) - 1
+
+    def _with_prompt(self, texts, prompt, prompt_name):
+        """(the texts with the prompt put before each, how many leading tokens pooling leaves out)."""
+        prompt, skip = self.prompt_and_skip(prompt, prompt_name)
+        return ([prompt + t for t in texts] if prompt else texts), skip
 
     def _post_processing(self, normalize_embeddings, truncate_dim, precision, output_value, convert_to_tensor):
         truncate_dim = self.truncate_dim if truncate_dim is None else self._check_truncate_dim(truncate_dim)
@@ -306,26 +312,30 @@ class SentenceEncoder:
         return [{"input_ids": ids, "token_embeddings": t, "sentence_embedding": e}
                 for ids, t, e in zip(id_rows, tokens, emb)]
 
-    def token_ids(self, texts, max_length=None):
-        """Each text's ids as `encode` feeds them to the model ([CLS] ... [SEP], int64), cut at `max_length`
-        tokens (default: max_seq_length). A server asks for max_seq_length + 1 to tell "too long" from "fits"."""
+    def token_ids(self, texts, max_length=None, prompt=""):
+        """Each text's ids as `encode` feeds them to the model ([CLS] ... [SEP], int64), `prompt` (as
+        `prompt_and_skip` gives it) put before each, cut at `max_length` tokens (default: max_seq_length). A server
+        asks for max_seq_length + 1 to tell "too long" from "fits"."""
         max_length = self.max_seq_length if max_length is None else max_length
         encode = self.tokenizer.encode
-        return [np.array(encode(t, max_length=max_length), dtype=np.int64) for t in self._prepare(_check_texts(texts))]
+        texts = [prompt + t for t in _check_texts(texts)] if prompt else _check_texts(texts)
+        return [np.array(encode(t, max_length=max_length), dtype=np.int64) for t in self._prepare(texts)]
 
     def _id_rows(self, input_ids):
         return _check_id_rows(input_ids, len(self.tokenizer), self.bert_config.max_position_embeddings)
 
-    def encode_ids(self, input_ids, normalize_embeddings=None):
+    def encode_ids(self, input_ids, normalize_embeddings=None, skip=0):
         """Sentence embeddings (n, dim) of texts already tokenised, as `token_ids` gives them ([CLS] ... [SEP]):
-        the same vectors `encode` gives for the texts (the same bytes with deterministic=True)."""
+        the same vectors `encode` gives for the texts (the same bytes with deterministic=True). `skip`, one
+        number or one per text, is how many leading tokens pooling leaves out (`prompt_and_skip`'s)."""
         rows = self._id_rows(input_ids)
+        skips = np.broadcast_to(np.asarray(skip, dtype=np.int64), (len(rows),))
         normalize = self.normalize if normalize_embeddings is None else bool(normalize_embeddings)
         lengths = np.array([len(r) for r in rows], dtype=np.int64)
         pieces = _split_by_tokens(np.argsort(-lengths, kind="stable"), lengths, self._min_pieces())
 
         def run(idx):
-            return idx, self._encode_rows([rows[i] for i in idx], normalize, "sentence_embedding")
+            return idx, self._encode_rows([rows[i] for i in idx], normalize, "sentence_embedding", skips[idx])
 
         out = np.zeros((len(rows), self.dim), self.dtype)
         for idx, emb in map_batches(run, pieces, pin_blas=self.deterministic):

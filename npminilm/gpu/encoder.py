@@ -201,8 +201,12 @@ class TritonSentenceEncoder(SentenceEncoder):
             return results[0]
         return results
 
-    def encode_ids(self, input_ids, normalize_embeddings=None):
-        """As SentenceEncoder.encode_ids: embeddings (n, dim) float32 of texts tokenised as `token_ids` gives them."""
+    def encode_ids(self, input_ids, normalize_embeddings=None, skip=0):
+        """As SentenceEncoder.encode_ids: embeddings (n, dim) float32 of texts tokenised as `token_ids` gives them;
+        the kernels pool every token, so `skip` must be 0."""
+        if np.any(np.asarray(skip)):
+            raise InvalidArgumentError("backend='triton' pools over every token: a prompt left out of pooling "
+                                       "needs the numpy backend")
         rows = self._id_rows(input_ids)
         normalize = self.normalize if normalize_embeddings is None else bool(normalize_embeddings)
         results = [None] * len(rows)

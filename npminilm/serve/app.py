@@ -24,7 +24,7 @@ from starlette.middleware import Middleware
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ..errors import OverloadedError, RequestError
+from ..errors import InvalidArgumentError, OverloadedError, RequestError
 from ..nn.ops import l2_normalize_forward
 from . import schema
 from .batcher import Batcher
@@ -108,8 +108,8 @@ class EmbeddingService:
         finally:  # uvicorn gets here after the in-flight requests are answered
             await self.batcher.stop()
 
-    def _embed_rows(self, rows):  # on the batcher's worker thread
-        return self.encoder.encode_ids(rows, normalize_embeddings=False).astype(np.float32, copy=False)
+    def _embed_rows(self, rows, skips):  # on the batcher's worker thread
+        return self.encoder.encode_ids(rows, normalize_embeddings=False, skip=skips).astype(np.float32, copy=False)
 
     # ---------------------------------------------------------------------------------------------- endpoints
 
@@ -209,8 +209,8 @@ class EmbeddingService:
 
     async def _embed(self, req, n_bytes):
         """(embeddings (n, d) float32, tokens counted) of an EmbedRequest, batched with other requests."""
-        rows = self._rows(req) if n_bytes <= INLINE_BYTES else await run_in_threadpool(self._rows, req)
-        emb = await self.batcher.submit(rows)
+        rows, skip = self._rows(req) if n_bytes <= INLINE_BYTES else await run_in_threadpool(self._rows, req)
+        emb = await self.batcher.submit(rows, skip)
         normalize = self.encoder.normalize if req.normalize is None else req.normalize
         if req.dimensions is not None:  # keep the first d; OpenAI's schema then renormalises (text-embedding-3)
             emb = emb[:, :req.dimensions]
@@ -221,10 +221,11 @@ class EmbeddingService:
         return emb, sum(len(r) for r in rows)
 
     def _rows(self, req):
-        """Each input's token ids as the model takes them ([CLS] ... [SEP]), cut at max_seq_length when the
-        request says truncate, else a 413 naming the first one that is too long."""
+        """(each input's token ids as the model takes them ([CLS] ... [SEP]), the prompt's tokens that pooling
+        leaves out): texts get the prompt encode would put before them (the named one, or the default); rows are
+        cut at max_seq_length when the request says truncate, else a 413 names the first that is too long."""
         limit, tok = self.encoder.max_seq_length, self.encoder.tokenizer
-        param = req.field
+        param, skip = req.field, 0
         if req.ids is not None:
             vocab = len(tok)
             rows = []
@@ -234,14 +235,18 @@ class EmbeddingService:
                                        param=param)
                 rows.append(np.array([tok.cls_token_id, *ids[:limit - 1], tok.sep_token_id], dtype=np.int64))
         else:
-            rows = self.encoder.token_ids(req.texts, max_length=limit + 1)  # one past the limit: "too long"
+            try:
+                prompt, skip = self.encoder.prompt_and_skip(prompt_name=req.prompt_name)
+            except InvalidArgumentError as exc:
+                raise RequestError(str(exc), param="prompt_name") from None
+            rows = self.encoder.token_ids(req.texts, max_length=limit + 1, prompt=prompt)  # one past: "too long"
         for i, row in enumerate(rows):
             if len(row) > limit:
                 if not req.truncate:
                     raise RequestError(f"{param}[{i}] is longer than the model's {limit} tokens; send "
                                        f"truncate: true to cut it", 413, param)
                 rows[i] = np.append(row[:limit - 1], tok.sep_token_id)
-        return rows
+        return rows, skip
 
 
 def _base64(row):  # OpenAI's base64: the little-endian float32 bytes

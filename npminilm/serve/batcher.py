@@ -22,18 +22,19 @@ from ..errors import OverloadedError
 class _Job:
     """One request's texts and its embeddings as they come back."""
 
-    __slots__ = ("rows", "out", "left", "future")
+    __slots__ = ("rows", "skip", "out", "left", "future")
 
-    def __init__(self, rows, dim, dtype, future):
-        self.rows, self.left, self.future = rows, len(rows), future
+    def __init__(self, rows, skip, dim, dtype, future):
+        self.rows, self.skip, self.left, self.future = rows, skip, len(rows), future
         self.out = np.empty((len(rows), dim), dtype)
 
 
 class Batcher:
-    """`await batcher.submit(rows)` -> (n, dim) embeddings of token id rows, batched with other requests'.
+    """`await batcher.submit(rows, skip)` -> (n, dim) embeddings of token id rows, batched with other requests'.
 
-    embed: rows -> (n, dim) array, run on the worker thread; on_batch(n_texts, n_tokens), if given, is called
-    on the event loop for each batch (metrics)."""
+    embed: (rows, skips) -> (n, dim) array, run on the worker thread, skips being each row's leading tokens left
+    out of pooling (its request's `skip`); on_batch(n_texts, n_tokens), if given, is called on the event loop for
+    each batch (metrics)."""
 
     def __init__(self, embed, dim, dtype, max_batch_tokens, max_wait_ms, max_queued, on_batch=None):
         self.embed, self.dim, self.dtype, self.on_batch = embed, dim, dtype, on_batch
@@ -59,10 +60,10 @@ class Batcher:
             await asyncio.gather(self._task, return_exceptions=True)
         self._worker.shutdown(wait=True)
 
-    async def submit(self, rows):
+    async def submit(self, rows, skip=0):
         if self.unanswered >= self.max_queued:
             raise OverloadedError(f"the queue is full ({self.max_queued} requests waiting)")
-        job = _Job(rows, self.dim, self.dtype, asyncio.get_running_loop().create_future())
+        job = _Job(rows, skip, self.dim, self.dtype, asyncio.get_running_loop().create_future())
         self.unanswered += 1
         try:
             for i, row in enumerate(rows):
@@ -95,11 +96,11 @@ class Batcher:
                 self._arrived.clear()
             if not batch:
                 continue
-            rows = [job.rows[i] for job, i in batch]
+            rows, skips = [job.rows[i] for job, i in batch], [job.skip for job, _ in batch]
             if self.on_batch is not None:
                 self.on_batch(len(rows), sum(len(r) for r in rows))
             try:
-                emb = await loop.run_in_executor(self._worker, self.embed, rows)
+                emb = await loop.run_in_executor(self._worker, self.embed, rows, skips)
             except Exception as exc:  # every request in the batch fails with it (the app answers 500 and logs)
                 for job in {id(job): job for job, _ in batch}.values():
                     if not job.future.done():

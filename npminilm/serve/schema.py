@@ -22,6 +22,7 @@ class EmbedRequest:
     dimensions: int | None = None
     encoding_format: str = "float"
     field: str = "input"  # the body's name for the inputs, for error messages
+    prompt_name: str | None = None  # one of the model's prompts (TEI's); None: its default prompt, if any
 
     @property
     def n_inputs(self):
@@ -41,7 +42,8 @@ def read_json(body):
 
 def openai_embeddings(body, max_inputs, dim, auto_truncate):
     """POST /v1/embeddings: input (a string, a list of strings, a list of token ids or a list of them), model,
-    encoding_format ("float" or "base64"), dimensions, and `truncate` (ours, as TEI's; default --auto-truncate)."""
+    encoding_format ("float" or "base64"), dimensions, and `truncate` and `prompt_name` (TEI's; the default of
+    truncate is --auto-truncate)."""
     texts, ids = _inputs(body, "input", max_inputs, allow_ids=True)
     model = body.get("model")
     if model is not None and not isinstance(model, str):
@@ -51,14 +53,15 @@ def openai_embeddings(body, max_inputs, dim, auto_truncate):
         raise RequestError(f"encoding_format must be 'float' or 'base64', got {encoding_format!r}",
                            param="encoding_format")
     return EmbedRequest(texts, ids, _flag(body, "truncate", auto_truncate), None, _dimensions(body, dim),
-                        encoding_format)
+                        encoding_format, prompt_name=_prompt_name(body))
 
 
 def tei_embed(body, max_inputs, dim, auto_truncate):
-    """POST /embed: inputs (a string or a list of strings), normalize (default true), truncate, dimensions."""
+    """POST /embed: inputs (a string or a list of strings), normalize (default true), truncate, dimensions,
+    prompt_name."""
     texts, ids = _inputs(body, "inputs", max_inputs, allow_ids=False)
     return EmbedRequest(texts, ids, _flag(body, "truncate", auto_truncate), _flag(body, "normalize", True),
-                        _dimensions(body, dim), field="inputs")
+                        _dimensions(body, dim), field="inputs", prompt_name=_prompt_name(body))
 
 
 def tei_tokenize(body, max_inputs):
@@ -143,6 +146,13 @@ def _flag(body, key, default):
         return default
     if not isinstance(value, bool):
         raise RequestError(f"{key} must be true or false, got {_kind(value)}", param=key)
+    return value
+
+
+def _prompt_name(body):
+    value = body.get("prompt_name")
+    if value is not None and not isinstance(value, str):
+        raise RequestError(f"prompt_name must be a string, got {_kind(value)}", param="prompt_name")
     return value
 
 

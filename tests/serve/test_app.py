@@ -17,7 +17,7 @@ from npminilm.serve.server import bind
 
 
 class BrokenEncoder(SentenceEncoder):
-    def encode_ids(self, input_ids, normalize_embeddings=None):
+    def encode_ids(self, input_ids, normalize_embeddings=None, skip=0):
         raise RuntimeError("secret detail at /srv/weights/model.safetensors")
 
 

@@ -31,7 +31,7 @@ def test_requests_merge_into_batches_and_match_encode(encoder):
     batches = []
 
     async def main():
-        b = await started(Batcher(lambda rows: encoder.encode_ids(rows), encoder.dim, np.float32, 48, 1.0, 64,
+        b = await started(Batcher(lambda rows, skips: encoder.encode_ids(rows, skip=skips), encoder.dim, np.float32, 48, 1.0, 64,
                                   on_batch=lambda n, tokens: batches.append((n, tokens))))
         out = await asyncio.gather(*(b.submit(encoder.token_ids(r)) for r in requests))
         await b.stop()
@@ -47,7 +47,7 @@ def test_requests_merge_into_batches_and_match_encode(encoder):
 def test_full_queue_refuses_and_cancelled_requests_are_dropped():
     gate, seen = threading.Event(), []
 
-    def embed(rows):
+    def embed(rows, skips):
         gate.wait(10)
         seen.append([int(r[0]) for r in rows])
         return np.stack([np.full(4, r[0], np.float32) for r in rows])
@@ -75,7 +75,7 @@ def test_full_queue_refuses_and_cancelled_requests_are_dropped():
 def test_a_failing_batch_fails_its_requests_only():
     calls = []
 
-    def embed(rows):
+    def embed(rows, skips):
         calls.append(len(rows))
         if len(calls) == 1:
             raise RuntimeError("boom")

@@ -221,6 +221,26 @@ def test_tei_rerank(server, reranker_dir, draw):
     assert server.post("/rerank", {"query": query, "texts": [long], "truncate": True})[0] == 200
 
 
+def test_prompts_as_encode_applies_them(model_dir, tmp_path):
+    """A model with a default prompt that pooling leaves out: the server embeds as encode does, the default
+    prompt unasked, another by TEI's prompt_name; an unknown prompt_name is a 400."""
+    from tests.encoder.test_sentence_encoder_features import PROMPT, TEXTS, with_st_config
+    from tests.helpers import write_random_folder
+
+    folder = with_st_config(write_random_folder(tmp_path / "m", model_dir, normalize=True), include_prompt=False,
+                            prompts={"query": PROMPT, "passage": "passage: "}, default_prompt_name="query")
+    reference = SentenceEncoder(folder, deterministic=True)
+    with ServerProcess(folder, log_dir=tmp_path) as server:
+        _, _, body = server.post("/v1/embeddings", {"input": TEXTS, "encoding_format": "base64", "truncate": True})
+        emb = np.stack([np.frombuffer(base64.b64decode(d["embedding"]), "<f4") for d in body["data"]])
+        np.testing.assert_array_equal(emb, reference.encode(TEXTS))
+        _, _, body = server.post("/embed", {"inputs": TEXTS, "prompt_name": "passage", "truncate": True})
+        np.testing.assert_array_equal(np.float32(body), reference.encode(TEXTS, prompt_name="passage"))
+        status, _, answer = server.post("/embed", {"inputs": TEXTS, "prompt_name": "document2"})
+        assert status == 400 and answer["error"]["param"] == "prompt_name"
+        assert "unknown prompt_name 'document2'" in answer["error"]["message"]
+
+
 # ---------------------------------------------------------------------------------------------- bad input
 
 BAD_REQUESTS = [
@@ -246,6 +266,7 @@ BAD_REQUESTS = [
     ("/v1/embeddings", {"input": ["word " * 400]}, 413, "longer than the model's 256 tokens", "input"),
     ("/embed", {"inputs": [[101, 102]]}, 400, "inputs[0] must be a string", "inputs"),
     ("/embed", {"inputs": "x", "normalize": 1}, 400, "normalize must be true or false", "normalize"),
+    ("/embed", {"inputs": "x", "prompt_name": 1}, 400, "prompt_name must be a string", "prompt_name"),
     ("/embed", {"inputs": ["word " * 400], "truncate": False}, 413, "send truncate: true", "inputs"),
     ("/similarity", {"inputs": ["a", "b"]}, 400, "source_sentence and sentences", "inputs"),
     ("/similarity", {"inputs": {"source_sentence": ["a"], "sentences": ["b"]}}, 400, "must be a string",
