@@ -54,7 +54,9 @@ def test_random_folder_matches_sentence_transformers(tmp_path, model_dir, layers
     ref = SentenceTransformer(str(folder), device="cpu")
     assert ours.pooling_modes == modes and ours.normalize == normalize
     assert ours.dim == 48 * len(modes)
-    assert_close(ours.encode(TEXTS, batch_size=4), ref.encode(TEXTS, batch_size=4), 1e-5, name=f"seed {seed}")
+    expected = ref.encode(TEXTS, batch_size=4)  # unnormalised max pooling reaches |x| ~ 40 (a float32 ulp: 4e-6)
+    assert_close(ours.encode(TEXTS, batch_size=4), expected, 1e-5 * max(1.0, np.abs(expected).max()),
+                 name=f"seed {seed}")
 
 
 def test_folder_without_modules_json_uses_mean_pooling(tmp_path, model_dir):

@@ -27,8 +27,10 @@ def test_every_stage_matches_hf(model_dir, data_dir, dtype):
             # Inside a block, pre-LayerNorm values reach |x| ~ 30 (FFN) to ~200 (residual sums), where a float32
             # ulp is 2e-6 to 1.5e-5: two float32 engines can differ by a few ulps there, so judge by scale.
             assert s.hf_diff <= 1e-5 * scale, (text, s.name, s.hf_diff, scale)
-            if s.name.startswith(("embeddings.", "pooling.", "normalize")) or s.name.endswith(("LayerNorm", "probs")):
+            if s.name.startswith(("embeddings.", "pooling.", "normalize")) or s.name.endswith("probs"):
                 assert s.hf_diff <= 1e-5, (text, s.name, s.hf_diff)
+            elif s.name.endswith("LayerNorm"):  # |x| up to ~30 with MiniLM's learned weights: within ~16 ulps
+                assert s.hf_diff <= 2e-6 * scale, (text, s.name, s.hf_diff, scale)
 
 
 def test_cli_reports_hf_difference_and_draws_plot(capsys, tmp_path):
