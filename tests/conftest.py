@@ -2,8 +2,9 @@
 
 Tests mirror the package: tests/<subpackage>/test_<module>.py. A test that compares with torch, transformers,
 sentence-transformers or tokenizers is in a file ending `_oracle.py`; tests/kernels and tests/gpu need torch and
-triton; NEEDS_THREADPOOLCTL need the `fast` extra (BLAS pinned to one thread per call), NEEDS_SERVE the `serve` extra. The core environment
-(numpy + safetensors only, NPMINILM_CORE_ONLY=1) does not collect those, and runs every other test.
+triton; NEEDS_THREADPOOLCTL need the `fast` extra (BLAS pinned to one thread per call), NEEDS_SERVE the `serve`
+extra, NEEDS_PYARROW the `corpus` extra. The core environment (numpy + safetensors only, NPMINILM_CORE_ONLY=1)
+does not collect those, and runs every other test.
 """
 
 import os
@@ -26,9 +27,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 NEEDS_THREADPOOLCTL = ["encoder/test_deterministic.py", "runtime/test_blas_rows.py", "finetune/test_fit_threads.py"]
 NEEDS_SERVE = ["serve/test_server.py", "serve/test_app.py"]  # the `serve` extra, the openai client, threadpoolctl
+NEEDS_PYARROW = ["corpus/test_parquet.py"]  # the `corpus` extra
 
 if os.environ.get("NPMINILM_CORE_ONLY") == "1":
-    collect_ignore_glob = ["*_oracle.py", "kernels/*", "gpu/*", *NEEDS_THREADPOOLCTL, *NEEDS_SERVE]
+    collect_ignore_glob = ["*_oracle.py", "kernels/*", "gpu/*", *NEEDS_THREADPOOLCTL, *NEEDS_SERVE, *NEEDS_PYARROW]
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,7 @@ LAYERS = {
     "npminilm.nn": 1, "npminilm.io": 1, "npminilm.runtime": 1, "npminilm.util": 1, "npminilm.kernels": 1,
     "npminilm.tokenization": 2, "npminilm.finetune": 2,
     "npminilm.encoder": 3, "npminilm.decoder": 3,
-    "npminilm.gpu": 4, "npminilm.serve": 4,
+    "npminilm.gpu": 4, "npminilm.serve": 4, "npminilm.corpus": 4,
     "npminilm.cli": 5,
     "npminilm.__main__": 6, "npminilm": 6,
 }  # fmt: skip

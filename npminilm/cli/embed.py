@@ -14,11 +14,23 @@ from .common import EXIT_OK, positive_int, read_lines
 
 def add_commands(sub, model_opt) -> None:
     """Add encode, similarity, search, rerank, fetch and info to the CLI's subparsers."""
-    p = sub.add_parser("encode", parents=[model_opt], help="embed texts (arguments, or one per line on stdin)")
+    p = sub.add_parser("encode", parents=[model_opt], help="embed texts (arguments, one per line on stdin, or a "
+                       "corpus file with --input)")
     p.add_argument("texts", nargs="*", metavar="TEXT", help="texts to embed; none: read one per line from stdin")
     p.add_argument("--format", "-f", choices=("jsonl", "npy"), default="jsonl", help="output format (default jsonl)")
-    p.add_argument("--output", "-o", metavar="FILE", help="write here (atomically) instead of stdout")
+    p.add_argument("--output", "-o", metavar="FILE", help="write here (atomically) instead of stdout; with --input "
+                   "a .npy (the embeddings in row order) or .parquet (id, embedding) file")
     p.add_argument("--batch-size", type=positive_int, default=32, metavar="N", help="texts per batch (default 32)")
+    p.add_argument("--input", "-i", metavar="FILE", help="a corpus of any size, streamed: .txt (a text a line), "
+                   ".jsonl or .parquet")
+    p.add_argument("--column", default="text", help="with --input .jsonl/.parquet: the text column (default text)")
+    p.add_argument("--id-column", metavar="NAME", help="with --input .jsonl/.parquet: the id column (default: the "
+                   "row's index from 0)")
+    p.add_argument("--chunk-size", type=positive_int, default=10_000, metavar="N",
+                   help="with --input: texts per resumable chunk (default 10000)")
+    p.add_argument("--resume", action="store_true", help="with --input: continue a killed run from its last chunk")
+    p.add_argument("--on-error", choices=("stop", "skip"), default="stop",
+                   help="with --input: a bad row stops the run (default) or is skipped and counted")
     p.add_argument(
         "--normalize", action=argparse.BooleanOptionalAction, default=None,
         help="L2-normalise the embeddings (default: as the model folder says)",
@@ -70,6 +82,8 @@ def _write_jsonl(f, embeddings) -> None:
 
 
 def cmd_encode(args) -> int:
+    if args.input is not None:
+        return _encode_corpus(args)
     if args.format == "npy" and not args.output:
         raise UsageError("--format npy needs --output FILE")
     texts = args.texts if args.texts else read_lines(sys.stdin)
@@ -88,6 +102,21 @@ def cmd_encode(args) -> int:
         atomic_write(args.output, lambda f: _write_jsonl(f, embeddings), binary=False)
     else:
         _write_jsonl(sys.stdout, embeddings)
+    return EXIT_OK
+
+
+def _encode_corpus(args) -> int:
+    from ..corpus.job import embed_corpus
+
+    if args.texts:
+        raise UsageError("give texts or --input FILE, not both")
+    if not args.output:
+        raise UsageError("--input needs --output FILE (.npy or .parquet)")
+    counts = embed_corpus(_load(args), args.input, args.output, column=args.column, id_column=args.id_column,
+                          chunk_size=args.chunk_size, batch_size=args.batch_size, resume=args.resume,
+                          on_error=args.on_error)
+    skipped = f", {counts['skipped']} bad rows skipped" if counts["skipped"] else ""
+    print(f"npminilm: {counts['rows']} texts embedded into {args.output}{skipped}", file=sys.stderr)
     return EXIT_OK
 
 
