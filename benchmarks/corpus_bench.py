@@ -1,11 +1,11 @@
 """The streaming corpus command (`npminilm encode --input FILE --output FILE`) against a plain in-process
 `encode(batch_size=32)` of the same texts, and its peak RSS at two corpus sizes (it should not grow with them).
 
-    python benchmarks/corpus_bench.py [--small 4000] [--large 40000] [--out FILE.md]
+    python benchmarks/corpus_bench.py [--small 4000] [--large 40000] [--chunk-size 2000] [--out FILE.md]
 
 Corpora are STSb test sentences, shuffled and repeated, one a line (.txt). Each command run is a fresh process
 whose peak RSS (VmHWM) is read from /proc at its end; the in-process encode runs on the small corpus, between
-the command runs. Results, with the machine, versions, load and date, go to benchmarks/results/corpus/.
+the command runs. Both sizes span several chunks, so their peak RSS should match. Results, with the machine, versions, load and date, go to benchmarks/results/corpus/.
 """
 
 import argparse
@@ -43,9 +43,10 @@ def write_corpus(path, sentences, n, seed):
     return [sentences[i] for i in picks]
 
 
-def run_command(corpus, output):
+def run_command(corpus, output, chunk_size):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    run = subprocess.run([sys.executable, "-c", CHILD, "encode", "--input", str(corpus), "--output", str(output)],
+    run = subprocess.run([sys.executable, "-c", CHILD, "encode", "--input", str(corpus), "--output", str(output),
+                          "--chunk-size", str(chunk_size)],
                          capture_output=True, text=True, env=env, timeout=3600)
     line = [x for x in run.stderr.splitlines() if x.startswith("RESULT")]
     if run.returncode or not line:
@@ -58,6 +59,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--small", type=int, default=4000)
     parser.add_argument("--large", type=int, default=40000)
+    parser.add_argument("--chunk-size", type=int, default=2000)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
@@ -71,13 +73,13 @@ def main():
         tmp = Path(tmp)
         small = write_corpus(tmp / "small.txt", sentences, args.small, 0)
         write_corpus(tmp / "large.txt", sentences, args.large, 1)
-        t_small, rss_small = run_command(tmp / "small.txt", tmp / "small.npy")
+        t_small, rss_small = run_command(tmp / "small.txt", tmp / "small.npy", args.chunk_size)
         encoder = npminilm.SentenceEncoder()
         encoder.encode(small[:64])
         start = time.perf_counter()
         reference = encoder.encode(small, batch_size=32)
         t_encode = time.perf_counter() - start
-        t_large, rss_large = run_command(tmp / "large.txt", tmp / "large.npy")
+        t_large, rss_large = run_command(tmp / "large.txt", tmp / "large.npy", args.chunk_size)
         diff = float(np.abs(np.load(tmp / "small.npy") - reference).max())
     cpu, isa, blas, _ = machine()
     stamp = datetime.datetime.now(datetime.timezone.utc)
@@ -87,7 +89,7 @@ def main():
         f"- machine: {cpu} ({isa}), {os.cpu_count()} cores; BLAS: {blas}",
         f"- python {sys.version.split()[0]}, numpy {np.__version__}, npminilm {npminilm.__version__}",
         f"- load average before {load_before:.2f}, after {os.getloadavg()[0]:.2f}",
-        "- corpus: STSb test sentences drawn at random, one a line (.txt), to .npy; default chunk size 10000",
+        f"- corpus: STSb test sentences drawn at random, one a line (.txt), to .npy; --chunk-size {args.chunk_size}",
         "",
         "| run | texts | seconds | texts/s | peak RSS (MB) |",
         "|---|---:|---:|---:|---:|",

@@ -126,15 +126,15 @@ def _assemble(parts, output, dim):
     fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
     os.close(fd)
     try:
-        if output.suffix.lower() == ".npy":
-            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n_rows, dim))
-            start = 0
-            for stem in stems:
-                emb = np.load(stem.with_suffix(".npy"), allow_pickle=False)
-                out[start:start + len(emb)] = emb
-                start += len(emb)
-            out.flush()
-            del out
+        if output.suffix.lower() == ".npy":  # the header, then each part's rows: no memory map, whose pages count
+            with open(tmp, "wb") as f:      # in the RSS until the whole file is written
+                header = {"descr": np.lib.format.dtype_to_descr(np.dtype("<f4")), "fortran_order": False,
+                          "shape": (n_rows, dim)}
+                np.lib.format.write_array_header_1_0(f, header)
+                for stem in stems:
+                    f.write(np.load(stem.with_suffix(".npy"), allow_pickle=False).astype("<f4", copy=False).tobytes())
+                f.flush()
+                os.fsync(f.fileno())
         else:
             _write_parquet(tmp, stems, dim)
         os.replace(tmp, output)
