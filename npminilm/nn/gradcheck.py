@@ -25,7 +25,7 @@ from typing import Callable
 
 import numpy as np
 
-from . import losses, ops
+from . import decoder_ops, losses, ops
 
 EPS = 1e-6
 THRESHOLD = 1e-6
@@ -219,6 +219,31 @@ def _bce_with_logits(rng):
                   {"logits": _normal(rng, 6, 2) * 3.0})
 
 
+def _rmsnorm(rng):
+    return OpCase(lambda x, w: decoder_ops.rmsnorm_forward(x, w, 1e-6), decoder_ops.rmsnorm_backward,
+                  {"x": _normal(rng, 3, 7, 5), "weight": _normal(rng, 5)})
+
+
+def _rope(rng):
+    cos, sin = decoder_ops.rope_tables(np.arange(7) + 3, 6, theta=500.0)
+    return OpCase(lambda x: decoder_ops.rope_forward(x, cos, sin), decoder_ops.rope_backward,
+                  {"x": _normal(rng, 2, 3, 7, 6)})
+
+
+def _swiglu(rng):
+    return OpCase(decoder_ops.swiglu_forward, decoder_ops.swiglu_backward,
+                  {"x": _normal(rng, 3, 4, 5), "w_gate": _normal(rng, 7, 5), "w_up": _normal(rng, 7, 5),
+                   "w_down": _normal(rng, 5, 7)})
+
+
+def _gqa(rng):
+    B, T, NH, NKV, hs = 2, 6, 4, 2, 3
+    mask = padding_mask(rng, B, T)
+    return OpCase(lambda q, k, v: decoder_ops.gqa_attention_forward(q, k, v, NH, NKV, causal=True, mask=mask),
+                  decoder_ops.gqa_attention_backward,
+                  {"q": _normal(rng, B, T, NH * hs), "k": _normal(rng, B, T, NKV * hs), "v": _normal(rng, B, T, NKV * hs)})
+
+
 OPS = {
     "linear": _linear,
     "embedding": _embedding,
@@ -241,6 +266,10 @@ OPS = {
     "cosent": _cosent,
     "matryoshka_cosent": _matryoshka,
     "bce_with_logits": _bce_with_logits,
+    "rmsnorm": _rmsnorm,
+    "rope": _rope,
+    "swiglu": _swiglu,
+    "gqa_attention": _gqa,
 }
 
 

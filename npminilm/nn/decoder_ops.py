@@ -1,0 +1,121 @@
+"""The modern decoder's ops as forward/backward pairs: RMSNorm, rotary position embeddings (HF Llama's
+rotate_half convention), the SwiGLU feed-forward and grouped-query attention.
+
+Same contract as `ops.py`: `*_forward(...) -> (out, cache)`, `*_backward(dout, cache)` -> the gradients of the
+forward's float array inputs in argument order. Shapes: B batch, T time, C channels, NH query heads, NKV key/value
+heads, hs head size, I the feed-forward's hidden size.
+"""
+
+import numpy as np
+
+from .ops import attention_backward, attention_forward, linear_backward, linear_forward
+
+# ---------------------------------------------------------------------------------------------- RMSNorm
+
+
+def rmsnorm_forward(x, weight, eps=1e-6):
+    """y = x / sqrt(mean(x^2) + eps) * w over the last axis (LlamaRMSNorm). x (..., C), weight (C,)."""
+    rstd = 1.0 / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps)  # (..., 1)
+    xhat = x * rstd
+    return xhat * weight, (xhat, rstd, weight)
+
+
+# xhat = x r,  r = (mean(x^2) + eps)^-1/2,  y = xhat w.  With g = dy w (per row of length C):
+#   dx = r (g - xhat mean(g xhat)),   dw = sum over rows of dy xhat
+def rmsnorm_backward(dout, cache):
+    xhat, rstd, weight = cache
+    g = dout * weight
+    dx = rstd * (g - xhat * np.mean(g * xhat, axis=-1, keepdims=True))
+    dw = (dout * xhat).reshape(-1, xhat.shape[-1]).sum(axis=0)
+    return dx, dw
+
+
+# ------------------------------------------------------------------------------------------------- RoPE
+
+
+def rope_tables(positions, head_size, theta=10000.0, dtype=np.float64):
+    """(cos, sin), each (T, hs): angle t / theta^(2i / hs) for the pair (i, i + hs/2), as HF Llama lays it out."""
+    if head_size % 2:
+        raise ValueError(f"rotary embeddings need an even head size, got {head_size}")
+    inv_freq = 1.0 / theta ** (np.arange(0, head_size, 2, dtype=np.float64) / head_size)  # (hs/2,)
+    angles = np.asarray(positions, dtype=np.float64)[:, None] * inv_freq[None, :]  # (T, hs/2)
+    angles = np.concatenate([angles, angles], axis=-1)  # (T, hs)
+    return np.cos(angles).astype(dtype), np.sin(angles).astype(dtype)
+
+
+def _rotate_half(x):
+    """(x1, x2) -> (-x2, x1) over the last axis's halves."""
+    half = x.shape[-1] // 2
+    return np.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+
+
+def rope_forward(x, cos, sin):
+    """y = x cos + rotate_half(x) sin. x (B, NH, T, hs); cos, sin (T, hs) from `rope_tables`."""
+    return x * cos + _rotate_half(x) * sin, (cos, sin)
+
+
+# y = x cos + R x sin with R(x1, x2) = (-x2, x1), a fixed linear map; R^T(g1, g2) = (g2, -g1):
+#   dx = dy cos + R^T (dy sin)
+def rope_backward(dout, cache):
+    cos, sin = cache
+    g = dout * sin
+    half = g.shape[-1] // 2
+    return (dout * cos + np.concatenate([g[..., half:], -g[..., :half]], axis=-1),)
+
+
+# ----------------------------------------------------------------------------------------------- SwiGLU
+
+
+def swiglu_forward(x, w_gate, w_up, w_down):
+    """down(silu(x Wg^T) * (x Wu^T)) (LlamaMLP, no biases). x (..., C); w_gate, w_up (I, C); w_down (C, I)."""
+    z, gate_cache = linear_forward(x, w_gate)  # (..., I)
+    u, up_cache = linear_forward(x, w_up)  # (..., I)
+    s = 1.0 / (1.0 + np.exp(-z))  # sigmoid
+    h = z * s * u
+    y, down_cache = linear_forward(h, w_down)
+    return y, (z, s, u, gate_cache, up_cache, down_cache)
+
+
+# h = silu(z) u,  silu(z) = z s(z),  silu'(z) = s (1 + z (1 - s))
+#   du = dh silu(z),  dz = dh u silu'(z),  then back through the three linear maps (dx from both branches)
+def swiglu_backward(dout, cache):
+    z, s, u, gate_cache, up_cache, down_cache = cache
+    dh, dw_down = linear_backward(dout, down_cache)[:2]
+    du = dh * (z * s)
+    dz = dh * u * (s * (1.0 + z * (1.0 - s)))
+    dx_gate, dw_gate = linear_backward(dz, gate_cache)[:2]
+    dx_up, dw_up = linear_backward(du, up_cache)[:2]
+    return dx_gate + dx_up, dw_gate, dw_up, dw_down
+
+
+# ----------------------------------------------------------------------------------- grouped-query attention
+
+
+def _repeat_kv(x, n_kv_head, groups):
+    """(B, T, NKV * hs) -> (B, T, NKV * groups * hs): each key/value head shared by `groups` query heads."""
+    B, T, C = x.shape
+    hs = C // n_kv_head
+    return np.repeat(x.reshape(B, T, n_kv_head, 1, hs), groups, axis=3).reshape(B, T, n_kv_head * groups * hs)
+
+
+def gqa_attention_forward(q, k, v, n_head, n_kv_head, causal=True, mask=None):
+    """Attention of NH query heads over NKV key/value heads (NKV divides NH; 1: multi-query). q (B, T, NH hs);
+    k, v (B, T, NKV hs) -> (B, T, NH hs). Query head h reads key/value head h // (NH / NKV), as HF's repeat_kv."""
+    if n_head % n_kv_head:
+        raise ValueError(f"n_kv_head {n_kv_head} must divide n_head {n_head}")
+    groups = n_head // n_kv_head
+    y, cache = attention_forward(q, _repeat_kv(k, n_kv_head, groups), _repeat_kv(v, n_kv_head, groups), n_head,
+                                 mask, causal=causal)
+    return y, (cache, n_kv_head, groups)
+
+
+# k_rep[:, :, (j, g)] = k[:, :, j] for each of the `groups` copies  =>  dk[:, :, j] = sum over g of dk_rep
+def gqa_attention_backward(dout, cache):
+    attention_cache, n_kv_head, groups = cache
+    dq, dk_rep, dv_rep = attention_backward(dout, attention_cache)
+
+    def fold(d):  # (B, T, NKV * groups * hs) -> (B, T, NKV * hs)
+        B, T, C = d.shape
+        return d.reshape(B, T, n_kv_head, groups, C // (n_kv_head * groups)).sum(axis=3).reshape(B, T, -1)
+
+    return dq, fold(dk_rep), fold(dv_rep)

@@ -1,0 +1,119 @@
+"""The modern decoder's ops against transformers' Llama modules and torch autograd: forward values and every
+input's gradient, float64 within 1e-9 and float32 within 1e-4 (relative to each tensor's scale).
+
+Llama's RMSNorm, rotary tables and eager softmax compute in float32 whatever the input's dtype, so in float64 the
+reference is the same formula in torch float64 (HF's repeat_kv and apply_rotary_pos_emb, torch's SDPA)."""
+
+import numpy as np
+import pytest
+import torch
+from transformers import LlamaConfig
+from transformers.models.llama import modeling_llama as llama
+
+from npminilm.nn import decoder_ops
+from tests.helpers import assert_close
+
+TOLERANCES = {np.float64: 1e-9, np.float32: 1e-4}
+
+
+def check(ours, theirs, name, dtype):
+    for a, b, what in zip(ours, theirs, name):
+        b = b.detach().numpy() if isinstance(b, torch.Tensor) else b
+        assert_close(a, b, TOLERANCES[dtype] * max(1.0, float(np.abs(b).max())), name=f"{what} {np.dtype(dtype).name}")
+
+
+def leaf(x):
+    return torch.tensor(x, requires_grad=True)
+
+
+def config(dtype, **kw):
+    return LlamaConfig(hidden_size=kw.get("hidden", 24), intermediate_size=kw.get("inter", 40),
+                       num_attention_heads=kw.get("heads", 4), num_key_value_heads=kw.get("kv_heads", 2),
+                       rms_norm_eps=1e-6, rope_theta=kw.get("theta", 10000.0), hidden_act="silu", mlp_bias=False,
+                       attention_bias=False, torch_dtype=torch.float64 if dtype == np.float64 else torch.float32)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_rmsnorm(dtype):
+    rng = np.random.default_rng()
+    x, w, dy = (rng.standard_normal(s).astype(dtype) for s in ((3, 9, 24), (24,), (3, 9, 24)))
+    y, cache = decoder_ops.rmsnorm_forward(x, w, 1e-6)
+    tx, tw = leaf(x), leaf(w)
+    if dtype == np.float32:
+        module = llama.LlamaRMSNorm(24, eps=1e-6)
+        with torch.no_grad():
+            module.weight.copy_(tw)
+        ty = module(tx)
+    else:
+        ty = tx * torch.rsqrt(tx.pow(2).mean(-1, keepdim=True) + 1e-6) * tw
+    (ty * torch.from_numpy(dy)).sum().backward()
+    dw = module.weight.grad if dtype == np.float32 else tw.grad
+    check([y, *decoder_ops.rmsnorm_backward(dy, cache)], [ty, tx.grad, dw], ["y", "dx", "dw"], dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("theta", [10000.0, 500000.0])
+def test_rope_equals_llama_rotary_embedding(dtype, theta):
+    rng = np.random.default_rng()
+    B, NH, T, hs = 2, 4, 11, 8
+    positions = np.sort(rng.choice(200, T, replace=False))  # not 0..T-1: a KV cache's later positions too
+    q, dy = (rng.standard_normal((B, NH, T, hs)).astype(dtype) for _ in range(2))
+    cos, sin = decoder_ops.rope_tables(positions, hs, theta, dtype)
+    y, cache = decoder_ops.rope_forward(q, cos, sin)
+    rotary = llama.LlamaRotaryEmbedding(config(dtype, hidden=NH * hs, heads=NH, theta=theta))
+    tq = leaf(q)
+    hf_cos, hf_sin = rotary(tq, torch.from_numpy(positions)[None])  # computed in float32 by HF
+    scale = max(1.0, float(positions.max()))  # float32 angles up to ~200 rad: ~1e-5 absolute
+    assert_close(cos, hf_cos[0].numpy(), 2e-7 * scale, name="cos")
+    assert_close(sin, hf_sin[0].numpy(), 2e-7 * scale, name="sin")
+    tcos, tsin = (hf_cos, hf_sin) if dtype == np.float32 else (torch.from_numpy(cos)[None], torch.from_numpy(sin)[None])
+    ty, _ = llama.apply_rotary_pos_emb(tq, tq.detach().clone(), tcos, tsin)
+    (ty * torch.from_numpy(dy)).sum().backward()
+    if dtype == np.float32:  # the same tables on both sides, so that only the rotation is compared
+        cache = (tcos[0].numpy(), tsin[0].numpy())
+        y, _ = decoder_ops.rope_forward(q, *cache)
+    check([y, *decoder_ops.rope_backward(dy, cache)], [ty, tq.grad], ["y", "dq"], dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_swiglu_equals_llama_mlp(dtype):
+    rng = np.random.default_rng()
+    mlp = llama.LlamaMLP(config(dtype)).to(torch.float64 if dtype == np.float64 else torch.float32)
+    x, dy = (rng.standard_normal((3, 5, 24)).astype(dtype) for _ in range(2))
+    weights = [m.weight.detach().numpy().copy() for m in (mlp.gate_proj, mlp.up_proj, mlp.down_proj)]
+    y, cache = decoder_ops.swiglu_forward(x, *weights)
+    tx = leaf(x)
+    ty = mlp(tx)
+    (ty * torch.from_numpy(dy)).sum().backward()
+    check([y, *decoder_ops.swiglu_backward(dy, cache)],
+          [ty, tx.grad, mlp.gate_proj.weight.grad, mlp.up_proj.weight.grad, mlp.down_proj.weight.grad],
+          ["y", "dx", "dw_gate", "dw_up", "dw_down"], dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("heads, kv_heads", [(4, 2), (6, 1), (4, 4)])
+def test_gqa_equals_llama_eager_attention(dtype, heads, kv_heads):
+    """Causal attention of `heads` query heads over `kv_heads` key/value heads, as Llama's eager path does it."""
+    rng = np.random.default_rng()
+    B, T, hs = 2, 9, 5
+    q, k, v, dy = (rng.standard_normal((B, T, n * hs)).astype(dtype) for n in (heads, kv_heads, kv_heads, heads))
+    y, cache = decoder_ops.gqa_attention_forward(q, k, v, heads, kv_heads, causal=True)
+
+    class Module(torch.nn.Module):
+        num_key_value_groups = heads // kv_heads
+
+    tq, tk, tv = leaf(q), leaf(k), leaf(v)
+    split = lambda t, n: t.view(B, T, n, hs).transpose(1, 2)  # noqa: E731  (B, T, n hs) -> (B, n, T, hs)
+    if dtype == np.float32:
+        causal = torch.full((T, T), torch.finfo(tq.dtype).min, dtype=tq.dtype).triu(1)[None, None]
+        ty, _ = llama.eager_attention_forward(Module().eval(), split(tq, heads), split(tk, kv_heads),
+                                              split(tv, kv_heads), causal, scaling=hs**-0.5)
+    else:
+        groups = heads // kv_heads
+        ty = torch.nn.functional.scaled_dot_product_attention(
+            split(tq, heads), llama.repeat_kv(split(tk, kv_heads), groups), llama.repeat_kv(split(tv, kv_heads), groups),
+            is_causal=True).transpose(1, 2)
+    ty = ty.reshape(B, T, heads * hs)
+    (ty * torch.from_numpy(dy)).sum().backward()
+    check([y, *decoder_ops.gqa_attention_backward(dy, cache)], [ty, tq.grad, tk.grad, tv.grad],
+          ["y", "dq", "dk", "dv"], dtype)
