@@ -199,9 +199,11 @@ def test_mnrl(B, extra, C, scale, seed):
 
 
 def assume_not_saturated(case):
-    """At scale 20 a softmax can saturate: a loss of 1e-14 has gradients of 1e-12, below what central
-    differences resolve (their error is ~1e-10 here). Such draws say nothing either way; Hypothesis draws others."""
-    assume(float(case.forward(*case.inputs.values())[0]) > 1e-6)
+    """At scale 20 a softmax can saturate: the loss is a difference of terms of size ~20 whose float64 rounding
+    (~2e-15) central differences turn into a ~2e-9 gradient error, so a loss of 1e-5 (gradients ~1e-4) already
+    fails a 1e-6 relative check on rounding alone. Draws with a loss under 1e-3 say nothing either way; Hypothesis
+    draws others (Hypothesis also mines the package's literals, so its draws move when the code does)."""
+    assume(float(case.forward(*case.inputs.values())[0]) > 1e-3)
 
 
 @FAST
