@@ -116,3 +116,27 @@ def test_paraphrase_mining_matches(dtype, atol, rtol, n, top_k, max_pairs, qcs, 
     for r, (got, want) in enumerate(zip(ours, theirs)):
         near_tie = any(abs(scores[r] - scores[o]) <= 2 * atol for o in (r - 1, r + 1) if 0 <= o < len(scores))
         assert near_tie or got[1:] == want[1:], f"pair rank {r}: {got} != {want}"
+
+
+@pytest.mark.parametrize("precision", ["ubinary", "uint8"])
+def test_quantized_search_equals_semantic_search_faiss(precision):
+    """sentence-transformers' exact faiss search over a quantized corpus: with rescoring over every candidate the
+    same ids and scores; without it the same scores (Hamming distances tie, so ids are compared for uint8 only)."""
+    from sentence_transformers.quantization import quantize_embeddings, semantic_search_faiss
+
+    from npminilm.util import quantized_search
+
+    rng = np.random.default_rng()
+    queries = rng.standard_normal((4, 40)).astype(np.float32)
+    corpus = rng.standard_normal((int(rng.integers(30, 80)), 40)).astype(np.float32)
+    kwargs = {} if precision == "ubinary" else {"ranges": np.vstack([corpus.min(0), corpus.max(0)])}
+    quantized = quantize_embeddings(corpus, precision, **kwargs)
+    for rescore, multiplier in ((True, 20), (False, 1)):
+        theirs, _ = semantic_search_faiss(queries, corpus_embeddings=quantized, corpus_precision=precision, top_k=5,
+                                          rescore=rescore, rescore_multiplier=multiplier, **kwargs)
+        ours = quantized_search(queries, quantized, precision, top_k=5, rescore=rescore,
+                                rescore_multiplier=multiplier, **kwargs)
+        for a, b in zip(ours, theirs):
+            np.testing.assert_allclose([h["score"] for h in a], [h["score"] for h in b], rtol=1e-5, atol=1e-5)
+            if rescore or precision == "uint8":
+                assert [h["corpus_id"] for h in a] == [h["corpus_id"] for h in b]
