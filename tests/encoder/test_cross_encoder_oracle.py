@@ -22,6 +22,11 @@ PAIRS = [("what is a cat?", "A cat is a small domesticated carnivorous mammal.")
          ("Ünïcödé 東京 🙂", "two\nlines")]
 
 
+def scale_of(scores):
+    """Raw logits (identity activation) reach a few units: judge them within 1e-5 of their scale."""
+    return max(1.0, float(np.abs(scores).max()))
+
+
 def build_cross_encoder(path, model_dir, layers, labels, seed, activation=None, max_positions=128):
     torch.manual_seed(seed)
     config = BertConfig(vocab_size=30522, hidden_size=48, num_hidden_layers=layers, num_attention_heads=4,
@@ -55,8 +60,8 @@ def test_predict_matches_sentence_transformers(folder, max_length):
                                                                          device="cpu")
     got, expected = ours.predict(PAIRS, batch_size=4), ref.predict(PAIRS, batch_size=4)
     assert got.shape == expected.shape == ((len(PAIRS),) if labels == 1 else (len(PAIRS), labels))
-    assert_close(got, expected, 1e-5, name=f"predict, seed {seed}")
-    assert_close(ours.predict(PAIRS[0]), ref.predict(PAIRS[0]), 1e-5, name="one pair")
+    assert_close(got, expected, 1e-5 * scale_of(expected), name=f"predict, seed {seed}")
+    assert_close(ours.predict(PAIRS[0]), ref.predict(PAIRS[0]), 1e-5 * scale_of(expected), name="one pair")
     if labels > 1:
         assert_close(ours.predict(PAIRS, apply_softmax=True), ref.predict(PAIRS, apply_softmax=True), 1e-5,
                      name="softmax")
@@ -84,7 +89,8 @@ def test_activation_from_the_folder(tmp_path, model_dir):
     path, _ = build_cross_encoder(tmp_path / "m", model_dir, 2, 1, seed=3,
                                   activation="torch.nn.modules.linear.Identity")
     ours, ref = CrossEncoder(path), STCrossEncoder(str(path), device="cpu")
-    assert_close(ours.predict(PAIRS), ref.predict(PAIRS), 1e-5, name="identity activation from config.json")
+    expected = ref.predict(PAIRS)
+    assert_close(ours.predict(PAIRS), expected, 1e-5 * scale_of(expected), name="identity activation from config.json")
     assert_close(ours.predict(PAIRS, activation_fn="sigmoid"), 1 / (1 + np.exp(-ref.predict(PAIRS))), 1e-5,
                  name="activation_fn per call")
 

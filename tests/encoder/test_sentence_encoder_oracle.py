@@ -11,6 +11,8 @@ from tests.helpers import assert_close
 
 # (dtype, atol): the bars for hidden states against HF in each precision
 TOLERANCES = [("float32", 1e-5), ("float64", 1e-10)]
+# float32 hidden states reach |x| ~ 10 after a few layers: on top of 1e-5, the rtol torch.testing uses for float32
+RTOL = {"float32": 1.3e-6, "float64": 0.0}
 TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
@@ -58,8 +60,9 @@ def test_hidden_states_and_pooler_match_bert_model(model_dir, data_dir, dtype, a
     assert len(ours["hidden_states"]) == len(ref.hidden_states) == 7
     for i, (a, b) in enumerate(zip(ours["hidden_states"], ref.hidden_states)):
         assert a.dtype == np.dtype(dtype)
-        assert_close(a[real], b.numpy()[real], atol, name=f"hidden_states[{i}] {dtype}")
-    assert_close(ours["last_hidden_state"][real], ref.last_hidden_state.numpy()[real], atol, name="last_hidden_state")
+        assert_close(a[real], b.numpy()[real], atol, RTOL[dtype], name=f"hidden_states[{i}] {dtype}")
+    assert_close(ours["last_hidden_state"][real], ref.last_hidden_state.numpy()[real], atol, RTOL[dtype],
+                 name="last_hidden_state")
     assert_close(ours["pooler_output"], ref.pooler_output.numpy(), atol, name="pooler_output")
 
 
@@ -97,7 +100,7 @@ def test_token_embeddings_match_sentence_transformers(encoder, st_model, data_di
     ours = encoder.encode(texts, output_value="token_embeddings")
     ref = st_model.encode(texts, output_value="token_embeddings")
     for a, b in zip(ours, ref):
-        assert_close(a, np.asarray(b), 1e-5, name="token embeddings")
+        assert_close(a, np.asarray(b), 1e-5, RTOL["float32"], name="token embeddings")  # unnormalised, |x| ~ 10
 
 
 def test_edge_texts_match_sentence_transformers(encoder, st_model):
