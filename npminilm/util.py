@@ -334,9 +334,9 @@ def quantized_search(query_embeddings, corpus_embeddings, corpus_precision="ubin
     """
     if corpus_precision not in PRECISIONS[1:]:
         raise InvalidArgumentError(f"corpus_precision must be one of {PRECISIONS[1:]}, got {corpus_precision!r}")
-    queries = _as_batch(query_embeddings) if np.asarray(query_embeddings).dtype.kind == "f" else None
-    if queries is None:
+    if np.asarray(query_embeddings).dtype.kind != "f":
         raise InvalidArgumentError("query_embeddings must be floats: they are quantized here, and rescored")
+    queries = _as_batch(query_embeddings)
     corpus = np.asarray(corpus_embeddings)
     if corpus.ndim != 2:
         raise InvalidArgumentError(f"corpus_embeddings must be (n, d), got shape {corpus.shape}")

@@ -17,7 +17,7 @@ from ..runtime.parallel import map_batches
 from ..tokenization.wordpiece import WordPieceTokenizer
 from .bert import bert_backward, bert_forward
 from .config import BertConfig
-from .folder import read_json
+from .folder import read_json, tokenizer_max_length
 from .packed import PackedTexts, packed_forward
 from .weights import POOLER_KEYS, float_tensors, load_bert_params, load_checked
 
@@ -58,7 +58,7 @@ class CrossEncoder:
             raise ModelLoadError(f"{path}: a sequence classifier needs the pooler ({', '.join(POOLER_KEYS)})")
         self.params.update(_load_classifier(path, self.bert_config.hidden_size, self.num_labels, self.dtype))
         self.tokenizer = WordPieceTokenizer.from_folder(self.folder)
-        self.max_length = _max_length(self.folder, self.bert_config) if max_length is None else max_length
+        self.max_length = tokenizer_max_length(self.folder, self.bert_config) if max_length is None else max_length
         self.activation_fn = _activation(raw, self.num_labels, where) if activation_fn is None else \
             _named_activation(activation_fn)
 
@@ -189,13 +189,6 @@ def _num_labels(raw, where):
 def _load_classifier(path, hidden, num_labels, dtype):
     shapes = {"classifier.weight": (num_labels, hidden), "classifier.bias": (num_labels,)}
     return load_checked(path, float_tensors(path), shapes, dtype)
-
-
-def _max_length(folder, config):
-    tok = folder / "tokenizer_config.json"
-    limit = read_json(tok).get("model_max_length") if tok.exists() else None
-    limit = limit if isinstance(limit, int) and 3 <= limit < 10**6 else config.max_position_embeddings
-    return min(limit, config.max_position_embeddings)
 
 
 def _activation(raw, num_labels, where):

@@ -144,6 +144,15 @@ def _read_pooling(config_path, hidden_size):
     return [m for m in POOLING_ORDER if m in requested], include_prompt
 
 
+def tokenizer_max_length(path, config):
+    """tokenizer_config.json's model_max_length (ignored when absent or a 1e30-style "no limit"), at most the
+    position table."""
+    tok_cfg = path / "tokenizer_config.json"
+    model_max = read_json(tok_cfg).get("model_max_length") if tok_cfg.exists() else None
+    limit = model_max if isinstance(model_max, int) and model_max < 10**6 else config.max_position_embeddings
+    return min(limit, config.max_position_embeddings)
+
+
 def _read_sentence_bert_config(transformer_path, config, use_file=True):
     cfg = {}
     if use_file and (transformer_path / "sentence_bert_config.json").exists():
@@ -152,10 +161,7 @@ def _read_sentence_bert_config(transformer_path, config, use_file=True):
             raise ModelLoadError(f"{transformer_path / 'sentence_bert_config.json'}: not a JSON object")
     max_len = cfg.get("max_seq_length")
     if max_len is None:
-        tok_cfg = transformer_path / "tokenizer_config.json"
-        model_max = read_json(tok_cfg).get("model_max_length") if tok_cfg.exists() else None
-        max_len = model_max if isinstance(model_max, int) and model_max < 10**6 else config.max_position_embeddings
-        max_len = min(max_len, config.max_position_embeddings)
+        max_len = tokenizer_max_length(transformer_path, config)
     if type(max_len) is not int or max_len < 2:
         raise ModelLoadError(f"{transformer_path / 'sentence_bert_config.json'}: bad max_seq_length {max_len!r}")
     return max_len, bool(cfg.get("do_lower_case", False))

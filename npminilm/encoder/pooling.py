@@ -42,6 +42,7 @@ def pool_packed(h, text_rows, modes, skip=0):
     skips = np.broadcast_to(np.asarray(skip, dtype=np.int64), (len(whole),))
     texts = [t[int(s):] for t, s in zip(whole, skips)]
     count = np.array([len(t) for t in texts], dtype=h.dtype)[:, None]  # (S, 1)
+    count = np.maximum(count, np.asarray(1e-9, h.dtype))  # sentence-transformers' clamp: an empty text's 0 / 1e-9 = 0
     outs = []
     for mode in modes:
         if mode == "cls":
@@ -51,7 +52,6 @@ def pool_packed(h, text_rows, modes, skip=0):
                                   for t in texts]))
         else:
             total = np.stack([t.sum(axis=0) for t in texts])
-            count = np.maximum(count, np.asarray(1e-9, h.dtype))  # sentence-transformers' clamp: 0 / 1e-9 = 0
             outs.append(total / (np.sqrt(count) if mode == "mean_sqrt_len_tokens" else count))
     return np.concatenate(outs, axis=-1)
 

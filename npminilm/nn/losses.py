@@ -207,5 +207,6 @@ def bce_with_logits_forward(logits, labels):
 # dL/dz = (sigmoid(z) - y) / n
 def bce_with_logits_backward(dout, cache):
     z, y = cache
-    sigmoid = np.where(z >= 0, 1.0 / (1.0 + np.exp(-np.abs(z))), np.exp(-np.abs(z)) / (1.0 + np.exp(-np.abs(z))))
+    e = np.exp(-np.abs(z))  # sigmoid without overflow: 1 / (1 + e) for z >= 0, e / (1 + e) below
+    sigmoid = np.where(z >= 0, 1.0, e) / (1.0 + e)
     return ((sigmoid - y) * (dout / z.size)).astype(z.dtype, copy=False),
