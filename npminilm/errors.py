@@ -57,3 +57,7 @@ class RequestError(NpMiniLMError, ValueError):
 
 class OverloadedError(NpMiniLMError, RuntimeError):
     """The server's queue is full: the request is refused (HTTP 503 with Retry-After), never queued unbounded."""
+
+
+class ClusterError(NpMiniLMError, RuntimeError):
+    """A Ray cluster that cannot run the job: none at the given address, or actors that failed for good."""

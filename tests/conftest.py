@@ -3,7 +3,8 @@
 Tests mirror the package: tests/<subpackage>/test_<module>.py. A test that compares with torch, transformers,
 sentence-transformers or tokenizers is in a file ending `_oracle.py`; tests/kernels and tests/gpu need torch and
 triton; NEEDS_THREADPOOLCTL need the `fast` extra (BLAS pinned to one thread per call), NEEDS_SERVE the `serve`
-extra, NEEDS_PYARROW the `corpus` extra. The core environment (numpy + safetensors only, NPMINILM_CORE_ONLY=1)
+extra, NEEDS_PYARROW the `corpus` extra, NEEDS_RAY the `ray`
+extra. The core environment (numpy + safetensors only, NPMINILM_CORE_ONLY=1)
 does not collect those, and runs every other test.
 """
 
@@ -28,9 +29,11 @@ ROOT = Path(__file__).resolve().parents[1]
 NEEDS_THREADPOOLCTL = ["encoder/test_deterministic.py", "runtime/test_blas_rows.py", "finetune/test_fit_threads.py"]
 NEEDS_SERVE = ["serve/test_server.py", "serve/test_app.py"]  # the `serve` extra, the openai client, threadpoolctl
 NEEDS_PYARROW = ["corpus/test_parquet.py"]  # the `corpus` extra
+NEEDS_RAY = ["corpus/test_ray.py"]  # the `ray` extra: a real local cluster
 
 if os.environ.get("NPMINILM_CORE_ONLY") == "1":
-    collect_ignore_glob = ["*_oracle.py", "kernels/*", "gpu/*", *NEEDS_THREADPOOLCTL, *NEEDS_SERVE, *NEEDS_PYARROW]
+    collect_ignore_glob = ["*_oracle.py", "kernels/*", "gpu/*", *NEEDS_THREADPOOLCTL, *NEEDS_SERVE, *NEEDS_PYARROW,
+                           *NEEDS_RAY]
 
 
 @pytest.fixture(scope="session")

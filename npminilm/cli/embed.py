@@ -31,6 +31,12 @@ def add_commands(sub, model_opt) -> None:
     p.add_argument("--resume", action="store_true", help="with --input: continue a killed run from its last chunk")
     p.add_argument("--on-error", choices=("stop", "skip"), default="stop",
                    help="with --input: a bad row stops the run (default) or is skipped and counted")
+    p.add_argument("--ray", metavar="ADDRESS", help="with --input: embed on a Ray cluster (Ray's address: auto for "
+                   "the running one, HOST:PORT, or local); needs the ray extra")
+    p.add_argument("--ray-actors", type=positive_int, metavar="N", help="with --ray: model actors (default: one "
+                   "per --ray-cpus of the cluster's CPUs)")
+    p.add_argument("--ray-cpus", type=positive_int, default=1, metavar="N", help="with --ray: CPUs per actor "
+                   "(default 1)")
     p.add_argument(
         "--normalize", action=argparse.BooleanOptionalAction, default=None,
         help="L2-normalise the embeddings (default: as the model folder says)",
@@ -112,9 +118,23 @@ def _encode_corpus(args) -> int:
         raise UsageError("give texts or --input FILE, not both")
     if not args.output:
         raise UsageError("--input needs --output FILE (.npy or .parquet)")
-    counts = embed_corpus(_load(args), args.input, args.output, column=args.column, id_column=args.id_column,
-                          chunk_size=args.chunk_size, batch_size=args.batch_size, resume=args.resume,
-                          on_error=args.on_error)
+    encoder = _load(args)
+    ray_encoder = None
+    if args.ray is not None:
+        from ..corpus.ray_data import RayEncoder
+
+        ray_encoder = RayEncoder(args.ray, model=args.model, actors=args.ray_actors, num_cpus=args.ray_cpus,
+                                 batch_size=args.batch_size, normalize_embeddings=args.normalize)
+    elif args.ray_actors is not None:
+        raise UsageError("--ray-actors needs --ray ADDRESS")
+    try:
+        counts = embed_corpus(encoder, args.input, args.output, column=args.column, id_column=args.id_column,
+                              chunk_size=args.chunk_size, batch_size=args.batch_size, resume=args.resume,
+                              on_error=args.on_error, normalize_embeddings=args.normalize,
+                              encode=ray_encoder and ray_encoder.encode)
+    finally:
+        if ray_encoder is not None:
+            ray_encoder.close()
     skipped = f", {counts['skipped']} bad rows skipped" if counts["skipped"] else ""
     print(f"npminilm: {counts['rows']} texts embedded into {args.output}{skipped}", file=sys.stderr)
     return EXIT_OK

@@ -39,12 +39,21 @@ class Manifest:
     on_error: str
     chunk_size: int
     dim: int
+    normalize_embeddings: bool | None
 
 
 def embed_corpus(encoder, input_path, output_path, column="text", id_column=None, chunk_size=10_000,
-                 batch_size=32, resume=False, on_error="stop", show_progress_bar=None):
+                 batch_size=32, resume=False, on_error="stop", show_progress_bar=None, normalize_embeddings=None,
+                 encode=None):
     """Embed every row of `input_path` into `output_path` (.npy: the (n, dim) float32 embeddings in row order;
-    .parquet: columns id and embedding, a fixed-size float32 list). Returns {"rows", "skipped"}."""
+    .parquet: columns id and embedding, a fixed-size float32 list). Returns {"rows", "skipped"}.
+
+    encode: what embeds a chunk's list of texts into (n, dim) float32 (default: `encoder.encode` here; the
+    `--ray` command passes a `ray_data.RayEncoder`'s); `encoder` still names the model and its dimension."""
+    if encode is None:
+        def encode(texts):
+            return encoder.encode(texts, batch_size=batch_size, normalize_embeddings=normalize_embeddings,
+                                  show_progress_bar=False)
     output = Path(output_path)
     if output.suffix.lower() not in OUTPUT_FORMATS:
         raise InvalidArgumentError(f"{output}: the output must end in one of {OUTPUT_FORMATS}")
@@ -55,14 +64,16 @@ def embed_corpus(encoder, input_path, output_path, column="text", id_column=None
     reader = CorpusReader(input_path, column, id_column, on_error)
     stat = reader.path.stat()
     manifest = Manifest(str(reader.path.resolve()), stat.st_size, stat.st_mtime_ns, str(encoder.folder), column,
-                        id_column, on_error, chunk_size, encoder.dim)
+                        id_column, on_error, chunk_size, encoder.dim, normalize_embeddings)
     parts = _parts_dir(output, manifest, resume)
 
     total = reader.count()
     with progress_bar(total, desc="Texts", unit="text", show_progress_bar=show_progress_bar) as bar:
         for index, (ids, texts, consumed) in enumerate(_chunks(reader, chunk_size)):
             if not (parts / f"part-{index:06d}.json").exists():
-                emb = encoder.encode(texts, batch_size=batch_size, show_progress_bar=False)
+                emb = encode(texts) if texts else np.zeros((0, encoder.dim), np.float32)
+                if emb.shape != (len(texts), encoder.dim):  # never a row lost or doubled on the way
+                    raise RuntimeError(f"chunk {index}: {len(texts)} texts gave embeddings of shape {emb.shape}")
                 _write_part(parts, index, np.asarray(ids), emb.astype(np.float32, copy=False), len(texts))
             bar.update(consumed)
     n_rows = _assemble(parts, output, encoder.dim)
