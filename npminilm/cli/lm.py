@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from ..decoder.config import FFNS, NORMS, POSITIONS
 from ..errors import DataError, UsageError
 from .common import EXIT_OK, positive_float, positive_int, unit_float
 
@@ -15,7 +16,7 @@ def add_commands(sub) -> None:
     lm_sub = lm.add_subparsers(dest="lm_command", metavar="LM_COMMAND", parser_class=type(lm))
     lm_sub.required = True
 
-    p = lm_sub.add_parser("train", help="train a GPT-2-style decoder on a text file")
+    p = lm_sub.add_parser("train", help="train a decoder (GPT-2 or Llama components) on a text file")
     p.add_argument("--data", required=True, metavar="FILE", help="UTF-8 text corpus")
     p.add_argument("--tokenizer", default="char", metavar="char|bpe|FILE",
                    help="char, bpe (trained on --data), or a tokenizer JSON from `npminilm bpe train`")
@@ -25,6 +26,12 @@ def add_commands(sub) -> None:
     p.add_argument("--n-head", type=positive_int, default=4, metavar="NH")
     p.add_argument("--block-size", type=positive_int, default=64, metavar="T")
     p.add_argument("--dropout", type=unit_float, default=0.2, metavar="P")
+    p.add_argument("--norm", choices=NORMS, default="layernorm", help="layernorm (GPT-2) or rmsnorm (Llama)")
+    p.add_argument("--pos", choices=POSITIONS, default="learned", help="learned position embeddings or rope")
+    p.add_argument("--ffn", choices=FFNS, default="gelu", help="gelu (GPT-2) or swiglu (Llama)")
+    p.add_argument("--n-kv-head", type=positive_int, default=None, metavar="NKV",
+                   help="key/value heads, dividing --n-head (default: one per head; 1: multi-query)")
+    p.add_argument("--rope-theta", type=positive_float, default=10000.0, metavar="THETA")
     p.add_argument("--lr", type=positive_float, default=3e-4, metavar="LR", help="peak learning rate")
     p.add_argument("--min-lr", type=float, default=None, metavar="LR", help="final learning rate (default lr/10)")
     p.add_argument("--warmup-iters", type=int, default=None, metavar="N", help="default min(100, iters/10)")
@@ -48,6 +55,7 @@ def add_commands(sub) -> None:
     p.add_argument("--top-k", type=positive_int, default=None, metavar="K")
     p.add_argument("--top-p", type=positive_float, default=None, metavar="P")
     p.add_argument("--seed", type=int, default=None, metavar="S")
+    p.add_argument("--no-kv-cache", action="store_true", help="run the full forward for every token")
     p.set_defaults(func=cmd_lm_sample)
 
     p = lm_sub.add_parser("export", help="write a transformers GPT2LMHeadModel folder")
@@ -104,7 +112,8 @@ def cmd_lm_train(args) -> int:
     else:
         tok = _tokenizer(args, text)
         config = GPTConfig(vocab_size=tok.vocab_size, block_size=args.block_size, n_embd=args.n_embd,
-                           n_layer=args.n_layer, n_head=args.n_head, dropout=args.dropout)
+                           n_layer=args.n_layer, n_head=args.n_head, dropout=args.dropout, norm=args.norm,
+                           pos=args.pos, ffn=args.ffn, n_kv_head=args.n_kv_head, rope_theta=args.rope_theta)
     ids = np.asarray(tok.encode(text), dtype=np.int64)
     split_data(ids, tc.val_fraction, config.block_size)  # fail on a short corpus before printing anything
     n_params = sum(int(np.prod(s)) for s in param_shapes(config).values())
@@ -129,7 +138,7 @@ def cmd_lm_sample(args) -> int:
         sys.stdout.flush()
 
     generate(params, config, prompt, args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.seed,
-             on_token=emit)
+             on_token=emit, use_cache=not args.no_kv_cache)
     sys.stdout.write("\n")
     return EXIT_OK
 

@@ -1,10 +1,18 @@
-"""GPTConfig: the shape of a GPT-2-style decoder (vocabulary, context, width, depth, heads, dropout)."""
+"""GPTConfig: the shape of a decoder: vocabulary, context, width, depth, heads, dropout, and its components.
+
+The defaults are GPT-2's (LayerNorm, learned positions, a GELU feed-forward, one key/value head per query head).
+`norm="rmsnorm"`, `pos="rope"`, `ffn="swiglu"` and `n_kv_head < n_head` give a Llama-style decoder.
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
 from ..errors import InvalidArgumentError
+
+NORMS = ("layernorm", "rmsnorm")
+POSITIONS = ("learned", "rope")
+FFNS = ("gelu", "swiglu")
 
 
 @dataclass
@@ -16,16 +24,46 @@ class GPTConfig:
     n_head: int = 4
     dropout: float = 0.0
     layer_norm_epsilon: float = 1e-5
+    norm: str = "layernorm"
+    pos: str = "learned"
+    ffn: str = "gelu"
+    n_kv_head: int | None = None  # None: n_head (multi-head); 1: multi-query; else grouped-query
+    n_inner: int | None = None  # the feed-forward's width; None: 4C for GELU, 8C/3 (to a multiple of 8) for SwiGLU
+    rope_theta: float = 10000.0
 
     def __post_init__(self):
-        for name in ("vocab_size", "block_size", "n_embd", "n_layer", "n_head"):
+        if self.n_kv_head is None:
+            self.n_kv_head = self.n_head
+        for name in ("vocab_size", "block_size", "n_embd", "n_layer", "n_head", "n_kv_head"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise InvalidArgumentError(f"{name} must be a positive integer, got {value!r}")
         if self.n_embd % self.n_head:
             raise InvalidArgumentError(f"n_embd {self.n_embd} is not a multiple of n_head {self.n_head}")
+        if self.n_head % self.n_kv_head:
+            raise InvalidArgumentError(f"n_kv_head {self.n_kv_head} must divide n_head {self.n_head}")
         if not 0.0 <= self.dropout < 1.0:
             raise InvalidArgumentError(f"dropout must be in [0, 1), got {self.dropout}")
+        for name, choices in (("norm", NORMS), ("pos", POSITIONS), ("ffn", FFNS)):
+            if getattr(self, name) not in choices:
+                raise InvalidArgumentError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
+        if self.pos == "rope" and self.head_size % 2:
+            raise InvalidArgumentError(f"rotary positions need an even head size, got {self.head_size}")
+        if self.n_inner is None:
+            self.n_inner = 4 * self.n_embd if self.ffn == "gelu" else -(-8 * self.n_embd // 3 // 8) * 8
+        if not isinstance(self.n_inner, int) or isinstance(self.n_inner, bool) or self.n_inner < 1:
+            raise InvalidArgumentError(f"n_inner must be a positive integer, got {self.n_inner!r}")
+        if not self.rope_theta > 0:
+            raise InvalidArgumentError(f"rope_theta must be positive, got {self.rope_theta}")
+
+    @property
+    def head_size(self) -> int:
+        return self.n_embd // self.n_head
+
+    @property
+    def kv_size(self) -> int:
+        """Width of the keys (and of the values): n_kv_head heads of head_size."""
+        return self.n_kv_head * self.head_size
 
     def to_dict(self) -> dict:
         return asdict(self)

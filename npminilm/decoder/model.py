@@ -1,9 +1,15 @@
-"""The GPT-2-style decoder: forward and backward built from `npminilm.nn.ops`, parameters keyed by GPT-2 names.
+"""The decoder: forward and backward built from `npminilm.nn.ops` and `nn.decoder_ops`, parameters keyed by
+GPT-2's names (and LlamaMLP's for the SwiGLU feed-forward).
 
     x = drop(wte[idx] + wpe[0..T))                                   token + learned position embeddings
-    per block:  x = x + drop(c_proj(drop(attn(ln_1(x)))))            pre-LN causal multi-head attention
-                x = x + drop(mlp.c_proj(gelu(mlp.c_fc(ln_2(x)))))    pre-LN FFN, exact-erf GELU
+    per block:  x = x + drop(c_proj(drop(attn(ln_1(x)))))            pre-norm causal multi-head attention
+                x = x + drop(mlp.c_proj(gelu(mlp.c_fc(ln_2(x)))))    pre-norm FFN, exact-erf GELU
     logits = ln_f(x) @ wte.T                                         LM head tied to the token embedding
+
+The config swaps components (`config.py`): RMSNorm for the LayerNorms (weights only); rotary positions on q and k
+instead of wpe; grouped-query attention (c_attn makes C + 2 KV: NH query heads, NKV key/value heads); a SwiGLU
+feed-forward, down(silu(gate x) * up x), without biases. All of them together are a Llama decoder with biased
+attention projections (`export.py` writes it as LlamaForCausalLM with attention_bias).
 
 Parameters are a dict keyed as GPT-2's checkpoints without the `transformer.` prefix (`wte.weight`,
 `h.0.attn.c_attn.weight`, `ln_f.bias`, ...). One difference: HF's GPT-2 keeps its linear weights in a Conv1D
@@ -15,7 +21,7 @@ branches. HF's GPT-2 drops attention *probabilities* instead; with dropout 0 (ev
 are the same function. The attention op keeps its probabilities private, so dropping the merged heads keeps one
 implementation of attention.
 
-Dimensions: B batch, T time, C n_embd, NH n_head, hs C // NH, I 4C, V vocab.
+Dimensions: B batch, T time, C n_embd, NH n_head, NKV n_kv_head, hs C // NH, KV NKV hs, I n_inner, V vocab.
 """
 
 from __future__ import annotations
@@ -25,6 +31,17 @@ import math
 import numpy as np
 
 from ..errors import InvalidArgumentError
+from ..nn.decoder_ops import (
+    gqa_attention_backward,
+    gqa_attention_forward,
+    rmsnorm_backward,
+    rmsnorm_forward,
+    rope_backward,
+    rope_forward,
+    rope_tables,
+    swiglu_backward,
+    swiglu_forward,
+)
 from ..nn.ops import (
     attention_backward,
     attention_forward,
@@ -43,25 +60,38 @@ from .config import GPTConfig
 
 
 def param_shapes(config: GPTConfig) -> dict[str, tuple]:
-    V, C, I = config.vocab_size, config.n_embd, 4 * config.n_embd
-    shapes = {"wte.weight": (V, C), "wpe.weight": (config.block_size, C)}
+    V, C, I, KV = config.vocab_size, config.n_embd, config.n_inner, config.kv_size
+    shapes = {"wte.weight": (V, C)}
+    if config.pos == "learned":
+        shapes["wpe.weight"] = (config.block_size, C)
     for i in range(config.n_layer):
         p = f"h.{i}."
+        shapes.update(_norm_shapes(p + "ln_1", config))
         shapes.update({
-            p + "ln_1.weight": (C,), p + "ln_1.bias": (C,),
-            p + "attn.c_attn.weight": (3 * C, C), p + "attn.c_attn.bias": (3 * C,),
+            p + "attn.c_attn.weight": (C + 2 * KV, C), p + "attn.c_attn.bias": (C + 2 * KV,),  # q, k, v stacked
             p + "attn.c_proj.weight": (C, C), p + "attn.c_proj.bias": (C,),
-            p + "ln_2.weight": (C,), p + "ln_2.bias": (C,),
-            p + "mlp.c_fc.weight": (I, C), p + "mlp.c_fc.bias": (I,),
-            p + "mlp.c_proj.weight": (C, I), p + "mlp.c_proj.bias": (C,),
         })  # fmt: skip
-    shapes.update({"ln_f.weight": (C,), "ln_f.bias": (C,)})
+        shapes.update(_norm_shapes(p + "ln_2", config))
+        if config.ffn == "gelu":
+            shapes.update({
+                p + "mlp.c_fc.weight": (I, C), p + "mlp.c_fc.bias": (I,),
+                p + "mlp.c_proj.weight": (C, I), p + "mlp.c_proj.bias": (C,),
+            })  # fmt: skip
+        else:  # LlamaMLP's names, no biases
+            shapes.update({p + "mlp.gate_proj.weight": (I, C), p + "mlp.up_proj.weight": (I, C),
+                           p + "mlp.down_proj.weight": (C, I)})
+    shapes.update(_norm_shapes("ln_f", config))
     return shapes
+
+
+def _norm_shapes(name, config):
+    C = config.n_embd
+    return {name + ".weight": (C,), name + ".bias": (C,)} if config.norm == "layernorm" else {name + ".weight": (C,)}
 
 
 def init_params(config: GPTConfig, seed=0, dtype=np.float32) -> dict[str, np.ndarray]:
     """GPT-2's initialisation: N(0, 0.02) weights, N(0, 0.02 / sqrt(2 n_layer)) for the projections into the
-    residual stream, zero biases, unit LayerNorm gains."""
+    residual stream, zero biases, unit norm gains."""
     rng = np.random.default_rng(seed)
     params = {}
     for name, shape in param_shapes(config).items():
@@ -70,7 +100,8 @@ def init_params(config: GPTConfig, seed=0, dtype=np.float32) -> dict[str, np.nda
         elif name.endswith("bias"):
             value = np.zeros(shape)
         else:
-            std = 0.02 / math.sqrt(2 * config.n_layer) if name.endswith("c_proj.weight") else 0.02
+            into_residual = name.endswith(("c_proj.weight", "down_proj.weight"))
+            std = 0.02 / math.sqrt(2 * config.n_layer) if into_residual else 0.02
             value = rng.standard_normal(shape) * std
         params[name] = value.astype(dtype)
     return params
@@ -95,45 +126,97 @@ def is_decayed(name: str) -> bool:
 # ----------------------------------------------------------------------------------------------- forward
 
 
-def gpt_forward(params, idx, config: GPTConfig, rng=None):
+def gpt_forward(params, idx, config: GPTConfig, rng=None, kv_cache=None):
     """idx (B, T) int -> logits (B, T, V), cache. rng None: no dropout (evaluation); else dropout draws from rng.
-    The cache names each op's cache after GPT-2's modules (wte, wpe, drop, h: one dict per block, ln_f, lm_head)."""
+    The cache names each op's cache after GPT-2's modules (wte, wpe, drop, h: one dict per block, ln_f, lm_head).
+
+    kv_cache (a `kv_cache.KVCache`, inference only): idx are the tokens after the cached ones; their keys and
+    values are appended to it and they attend to every cached position (no backward cache is kept)."""
     idx = np.asarray(idx)
     B, T = idx.shape
-    if T > config.block_size:
-        raise InvalidArgumentError(f"sequence length {T} exceeds the block size {config.block_size}")
-    p, eps, NH, C = config.dropout, config.layer_norm_epsilon, config.n_head, config.n_embd
-    tok, c_tok = embedding_forward(idx, params["wte.weight"])  # (B, T) -> (B, T, C)
-    pos, c_pos = embedding_forward(np.arange(T), params["wpe.weight"])  # (T,) -> (T, C)
-    x, c_edrop = dropout_forward(tok + pos, p, rng)  # (B, T, C) + (T, C) -> (B, T, C)
+    past = 0 if kv_cache is None else kv_cache.length
+    if past + T > config.block_size:
+        raise InvalidArgumentError(f"sequence length {past + T} exceeds the block size {config.block_size}")
+    if kv_cache is not None and rng is not None:
+        raise InvalidArgumentError("the KV cache is for inference: no dropout rng with it")
+    p, NH, NKV, C, KV = config.dropout, config.n_head, config.n_kv_head, config.n_embd, config.kv_size
+    x, c_tok = embedding_forward(idx, params["wte.weight"])  # (B, T) -> (B, T, C)
+    c_pos = rope = None
+    if config.pos == "learned":
+        pos, c_pos = embedding_forward(np.arange(past, past + T), params["wpe.weight"])  # (T,) -> (T, C)
+        x = x + pos  # (B, T, C) + (T, C)
+    else:
+        cos, sin = rope_tables(np.arange(past, past + T), config.head_size, config.rope_theta, x.dtype)  # (T, hs)
+        rope = (cos[:, None, :], sin[:, None, :])  # broadcast over the heads of (B, T, H, hs)
+    x, c_edrop = dropout_forward(x, p, rng)
     blocks = []
     for i in range(config.n_layer):
         w = _block_params(params, i)
         c = {}
-        a, c["ln_1"] = layernorm_forward(x, w["ln_1.weight"], w["ln_1.bias"], eps)
-        qkv, c["c_attn"] = linear_forward(a, w["attn.c_attn.weight"], w["attn.c_attn.bias"])  # -> (B, T, 3C)
-        q, k, v = qkv[..., :C], qkv[..., C:2 * C], qkv[..., 2 * C:]  # (B, T, 3C) -> 3 x (B, T, C)
-        y, c["attn"] = attention_forward(q, k, v, NH, causal=True)  # -> (B, T, C)
+        a, c["ln_1"] = _norm_forward(x, w, "ln_1", config)
+        qkv, c["c_attn"] = linear_forward(a, w["attn.c_attn.weight"], w["attn.c_attn.bias"])  # -> (B, T, C + 2KV)
+        q, k, v = qkv[..., :C], qkv[..., C:C + KV], qkv[..., C + KV:]  # (B, T, C), 2 x (B, T, KV)
+        if rope is not None:
+            q, k = _rope_forward(q, NH, rope), _rope_forward(k, NKV, rope)
+        if kv_cache is not None:
+            y = kv_cache.attend(i, q, k, v, NH, NKV)  # -> (B, T, C)
+        elif NKV == NH:
+            y, c["attn"] = attention_forward(q, k, v, NH, causal=True)  # -> (B, T, C)
+        else:
+            y, c["attn"] = gqa_attention_forward(q, k, v, NH, NKV, causal=True)
         y, c["attn_drop"] = dropout_forward(y, p, rng)
         y, c["c_proj"] = linear_forward(y, w["attn.c_proj.weight"], w["attn.c_proj.bias"])
         y, c["resid_drop_1"] = dropout_forward(y, p, rng)
         x = x + y
-        m, c["ln_2"] = layernorm_forward(x, w["ln_2.weight"], w["ln_2.bias"], eps)
-        h, c["c_fc"] = linear_forward(m, w["mlp.c_fc.weight"], w["mlp.c_fc.bias"])  # (B, T, C) -> (B, T, I)
-        h, c["gelu"] = gelu_forward(h, save_derivative=True)
-        h, c["mlp_proj"] = linear_forward(h, w["mlp.c_proj.weight"], w["mlp.c_proj.bias"])  # -> (B, T, C)
+        m, c["ln_2"] = _norm_forward(x, w, "ln_2", config)
+        if config.ffn == "gelu":
+            h, c["c_fc"] = linear_forward(m, w["mlp.c_fc.weight"], w["mlp.c_fc.bias"])  # (B, T, C) -> (B, T, I)
+            h, c["gelu"] = gelu_forward(h, save_derivative=True)
+            h, c["mlp_proj"] = linear_forward(h, w["mlp.c_proj.weight"], w["mlp.c_proj.bias"])  # -> (B, T, C)
+        else:
+            h, c["swiglu"] = swiglu_forward(m, w["mlp.gate_proj.weight"], w["mlp.up_proj.weight"],
+                                            w["mlp.down_proj.weight"])  # (B, T, C) -> (B, T, C)
         h, c["resid_drop_2"] = dropout_forward(h, p, rng)
         x = x + h
         blocks.append(c)
-    x, c_lnf = layernorm_forward(x, params["ln_f.weight"], params["ln_f.bias"], eps)
+    x, c_lnf = _norm_forward(x, params, "ln_f", config)
     logits, c_head = linear_forward(x, params["wte.weight"])  # (B, T, C) @ (C, V) -> (B, T, V)
-    return logits, {"wte": c_tok, "wpe": c_pos, "drop": c_edrop, "h": blocks, "ln_f": c_lnf, "lm_head": c_head,
-                    "config": config}
+    if kv_cache is not None:
+        kv_cache.length += T
+    return logits, {"wte": c_tok, "wpe": c_pos, "rope": rope, "drop": c_edrop, "h": blocks, "ln_f": c_lnf,
+                    "lm_head": c_head, "config": config}
 
 
 def _block_params(params, i):
     prefix = f"h.{i}."
     return {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
+
+
+def _norm_forward(x, w, name, config):
+    if config.norm == "layernorm":
+        return layernorm_forward(x, w[name + ".weight"], w[name + ".bias"], config.layer_norm_epsilon)
+    return rmsnorm_forward(x, w[name + ".weight"], config.layer_norm_epsilon)
+
+
+def _norm_backward(dx, cache, name, config, grads):
+    if config.norm == "layernorm":
+        dx, grads[name + ".weight"], grads[name + ".bias"] = layernorm_backward(dx, cache)
+    else:
+        dx, grads[name + ".weight"] = rmsnorm_backward(dx, cache)
+    return dx
+
+
+def _rope_forward(x, n_heads, rope):
+    """Rotary positions on (B, T, H hs) projections: per head, as HF Llama rotates (B, H, T, hs)."""
+    B, T, _ = x.shape
+    y, _ = rope_forward(x.reshape(B, T, n_heads, -1), *rope)
+    return y.reshape(B, T, -1)
+
+
+def _rope_backward(dy, n_heads, rope):
+    B, T, _ = dy.shape
+    (dx,) = rope_backward(dy.reshape(B, T, n_heads, -1), rope)
+    return dx.reshape(B, T, -1)
 
 
 # ---------------------------------------------------------------------------------------------- backward
@@ -145,29 +228,37 @@ def _block_params(params, i):
 def gpt_backward(dlogits, cache) -> dict[str, np.ndarray]:
     """Gradients of every parameter (a dict like params) from dlogits (B, T, V)."""
     config = cache["config"]
+    NH, NKV = config.n_head, config.n_kv_head
     grads = {}
     dx, dwte_head, _ = linear_backward(dlogits, cache["lm_head"])
-    dx, grads["ln_f.weight"], grads["ln_f.bias"] = layernorm_backward(dx, cache["ln_f"])
+    dx = _norm_backward(dx, cache["ln_f"], "ln_f", config, grads)
     for i in reversed(range(config.n_layer)):
         c, g = cache["h"][i], {}
         (dh,) = dropout_backward(dx, c["resid_drop_2"])
-        dh, g["mlp.c_proj.weight"], g["mlp.c_proj.bias"] = linear_backward(dh, c["mlp_proj"])
-        (dh,) = gelu_backward(dh, c["gelu"])
-        dm, g["mlp.c_fc.weight"], g["mlp.c_fc.bias"] = linear_backward(dh, c["c_fc"])
-        dln2, g["ln_2.weight"], g["ln_2.bias"] = layernorm_backward(dm, c["ln_2"])
-        dx = dx + dln2  # x2 = x1 + mlp(ln_2(x1))
+        if config.ffn == "gelu":
+            dh, g["mlp.c_proj.weight"], g["mlp.c_proj.bias"] = linear_backward(dh, c["mlp_proj"])
+            (dh,) = gelu_backward(dh, c["gelu"])
+            dm, g["mlp.c_fc.weight"], g["mlp.c_fc.bias"] = linear_backward(dh, c["c_fc"])
+        else:
+            dm, g["mlp.gate_proj.weight"], g["mlp.up_proj.weight"], g["mlp.down_proj.weight"] = swiglu_backward(
+                dh, c["swiglu"])
+        dx = dx + _norm_backward(dm, c["ln_2"], "ln_2", config, g)  # x2 = x1 + mlp(ln_2(x1))
         (dy,) = dropout_backward(dx, c["resid_drop_1"])
         dy, g["attn.c_proj.weight"], g["attn.c_proj.bias"] = linear_backward(dy, c["c_proj"])
         (dy,) = dropout_backward(dy, c["attn_drop"])
-        dq, dk, dv = attention_backward(dy, c["attn"])
-        dqkv = np.concatenate([dq, dk, dv], axis=-1)  # 3 x (B, T, C) -> (B, T, 3C)
+        if NKV == NH:
+            dq, dk, dv = attention_backward(dy, c["attn"])
+        else:
+            dq, dk, dv = gqa_attention_backward(dy, c["attn"])
+        if cache["rope"] is not None:
+            dq, dk = _rope_backward(dq, NH, cache["rope"]), _rope_backward(dk, NKV, cache["rope"])
+        dqkv = np.concatenate([dq, dk, dv], axis=-1)  # (B, T, C), 2 x (B, T, KV) -> (B, T, C + 2KV)
         da, g["attn.c_attn.weight"], g["attn.c_attn.bias"] = linear_backward(dqkv, c["c_attn"])
-        dln1, g["ln_1.weight"], g["ln_1.bias"] = layernorm_backward(da, c["ln_1"])
-        dx = dx + dln1  # x1 = x + attn(ln_1(x))
+        dx = dx + _norm_backward(da, c["ln_1"], "ln_1", config, g)  # x1 = x + attn(ln_1(x))
         grads.update({f"h.{i}.{k}": v for k, v in g.items()})
     (demb,) = dropout_backward(dx, cache["drop"])
     (dwte_emb,) = embedding_backward(demb, cache["wte"])
-    (dwpe_used,) = embedding_backward(demb.sum(axis=0), cache["wpe"])  # pos broadcast over B: sum the batch
     grads["wte.weight"] = dwte_emb + dwte_head
-    grads["wpe.weight"] = dwpe_used
+    if config.pos == "learned":
+        (grads["wpe.weight"],) = embedding_backward(demb.sum(axis=0), cache["wpe"])  # pos broadcast over B
     return {k: grads[k] for k in param_shapes(config)}  # in parameter order

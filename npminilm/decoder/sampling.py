@@ -7,6 +7,7 @@ import numpy as np
 from ..errors import InvalidArgumentError
 from ..nn.ops import softmax_forward
 from .config import GPTConfig
+from .kv_cache import KVCache
 from .model import gpt_forward
 
 
@@ -35,9 +36,14 @@ def next_token(logits, rng, temperature=1.0, top_k=None, top_p=None) -> int:
 
 
 def generate(params, config: GPTConfig, prompt_ids, max_new_tokens, temperature=1.0, top_k=None, top_p=None,
-             seed=None, on_token=None):
-    """Extend prompt_ids by max_new_tokens sampled tokens (the context is cropped to the last block_size).
-    on_token(id) is called as each token is drawn (for streaming). Returns the new ids."""
+             seed=None, on_token=None, use_cache=True):
+    """Extend prompt_ids by max_new_tokens sampled tokens. on_token(id) is called as each token is drawn (for
+    streaming). Returns the new ids.
+
+    use_cache: each new token runs one position through the model against the KV cache (`kv_cache.py`), and
+    the logits are those of the full forward over the same context. When the context reaches block_size, the
+    cache is rebuilt from the last block_size // 2 tokens (a context shift, as llama.cpp does), and decoding
+    goes on from there. Without the cache, every step runs the full forward over the last block_size tokens."""
     if temperature < 0:
         raise InvalidArgumentError(f"temperature must be >= 0, got {temperature}")
     if top_k is not None and top_k < 1:
@@ -47,9 +53,17 @@ def generate(params, config: GPTConfig, prompt_ids, max_new_tokens, temperature=
     rng = np.random.default_rng(seed)
     ids = list(prompt_ids) or [0]  # an empty prompt starts from token 0
     new = []
+    cache = None
     for _ in range(max_new_tokens):
-        context = np.asarray(ids[-config.block_size:], dtype=np.int64)[None]  # (1, T)
-        logits, _ = gpt_forward(params, context, config)  # (1, T, V)
+        if not use_cache:
+            context = np.asarray(ids[-config.block_size:], dtype=np.int64)[None]  # (1, T)
+            logits, _ = gpt_forward(params, context, config)  # (1, T, V)
+        elif cache is None or cache.length == config.block_size:  # prefill, or a context shift
+            cache = KVCache(config, batch=1, dtype=params["wte.weight"].dtype)
+            keep = config.block_size if cache is None else max(1, config.block_size // 2)
+            logits, _ = gpt_forward(params, np.asarray(ids[-keep:], dtype=np.int64)[None], config, kv_cache=cache)
+        else:
+            logits, _ = gpt_forward(params, np.asarray([[ids[-1]]], dtype=np.int64), config, kv_cache=cache)
         token = next_token(logits[0, -1], rng, temperature, top_k, top_p)
         ids.append(token)
         new.append(token)

@@ -1,0 +1,117 @@
+"""The Llama-style decoder (RMSNorm, RoPE, SwiGLU, grouped-query attention) against transformers'
+LlamaForCausalLM loaded from our export: logits, and the gradient of every parameter through torch autograd, in
+float64 and float32; the KV cache's sampling against the full forward; what export refuses."""
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, LlamaForCausalLM
+
+from npminilm.decoder.checkpoint import save_checkpoint
+from npminilm.decoder.config import GPTConfig
+from npminilm.decoder.export import export_hf, hf_state_dict
+from npminilm.decoder.model import gpt_backward, gpt_forward, init_params
+from npminilm.decoder.tokenizers import CharTokenizer
+from npminilm.errors import InvalidArgumentError
+from npminilm.nn.losses import cross_entropy_backward, cross_entropy_forward
+from tests.helpers import assert_close, rel_error
+
+# (dtype, max relative gradient error per tensor, max abs logit difference). float32: the issue's bars. float64:
+# LlamaRMSNorm normalises in float32 and LlamaRotaryEmbedding computes cos and sin in float32 whatever the
+# model's dtype, so a float64 LlamaForCausalLM is float32-exact only; our float64 is checked to 1e-9 against
+# finite differences (test_variants.py) and each op against torch's float64 formulas (nn/test_decoder_ops_oracle.py).
+BARS = [("float64", 1e-4, 1e-5), ("float32", 1e-4, 1e-5)]
+TORCH = {"float64": torch.float64, "float32": torch.float32}
+LLAMA = dict(norm="rmsnorm", pos="rope", ffn="swiglu")
+CONFIGS = [GPTConfig(vocab_size=37, block_size=16, n_embd=24, n_layer=2, n_head=4, n_kv_head=2, **LLAMA),
+           GPTConfig(vocab_size=65, block_size=23, n_embd=32, n_layer=3, n_head=4, n_kv_head=1, rope_theta=500.0,
+                     layer_norm_epsilon=1e-6, **LLAMA),
+           GPTConfig(vocab_size=29, block_size=12, n_embd=16, n_layer=2, n_head=2, n_inner=40, **LLAMA)]
+
+
+@pytest.fixture(scope="module", params=range(len(CONFIGS)), ids=lambda i: f"config{i}")
+def exported(request, tmp_path_factory):
+    """A random model far from its init (float32 values) exported through `npminilm lm export`'s code path."""
+    config = CONFIGS[request.param]
+    rng = np.random.default_rng()
+    params = {k: (v + rng.standard_normal(v.shape) * 0.2).astype(np.float32)
+              for k, v in init_params(config, seed=request.param).items()}
+    folder = tmp_path_factory.mktemp("llama")
+    save_checkpoint(folder / "ckpt", params, config, CharTokenizer([chr(65 + i) for i in range(config.vocab_size)]))
+    export_hf(folder / "ckpt", folder / "hf")
+    return config, params, folder / "hf"
+
+
+def hf_model(folder, dtype):
+    model = AutoModelForCausalLM.from_pretrained(str(folder), attn_implementation="eager")
+    assert isinstance(model, LlamaForCausalLM)
+    return model.to(TORCH[dtype]).eval()
+
+
+@pytest.mark.parametrize("dtype, bar, logit_bar", BARS)
+def test_logits_and_gradients_match_torch(exported, dtype, bar, logit_bar):
+    config, params, folder = exported
+    model = hf_model(folder, dtype)
+    assert model.config.num_key_value_heads == config.n_kv_head
+    rng = np.random.default_rng()
+    ps = {k: v.astype(dtype) for k, v in params.items()}
+    idx = rng.integers(0, config.vocab_size, (3, config.block_size))
+    targets = rng.integers(0, config.vocab_size, (3, config.block_size))
+    logits, cache = gpt_forward(ps, idx, config)
+    loss, ce_cache = cross_entropy_forward(logits, targets)
+    grads = gpt_backward(cross_entropy_backward(np.asarray(1.0, dtype), ce_cache)[0], cache)
+
+    ref_logits = model(torch.from_numpy(idx)).logits
+    ref_loss = torch.nn.functional.cross_entropy(ref_logits.reshape(-1, config.vocab_size),
+                                                 torch.from_numpy(targets).reshape(-1))
+    ref_loss.backward()
+    assert_close(logits, ref_logits.detach().numpy(), atol=logit_bar, name=f"logits {dtype}")
+    assert abs(float(loss) - ref_loss.item()) < max(logit_bar, 1e-6)
+    ref = {n: p.grad.numpy() for n, p in model.named_parameters()}
+    ours = hf_state_dict(grads, config)
+    assert sorted(ours) == sorted(ref), "both engines must give gradients for the same tensors"
+    errors = {name: rel_error(g, ref[name]) for name, g in ours.items()}
+    worst = max(errors, key=errors.get)
+    print(f"\n{dtype}: worst relative gradient error {errors[worst]:.2e} ({worst})")
+    assert errors[worst] <= bar, f"{worst}: {errors[worst]:.2e} > {bar}"
+
+
+def test_fake_loss_gradients_on_a_short_sequence(exported):
+    # L = sum(logits * dlogits): every logit's gradient path, at T shorter than the block (float64 torch, whose
+    # RMSNorm and RoPE run in float32: see BARS)
+    config, params, folder = exported
+    model = hf_model(folder, "float64")
+    rng = np.random.default_rng()
+    ps = {k: v.astype(np.float64) for k, v in params.items()}
+    idx = rng.integers(0, config.vocab_size, (2, config.block_size - 3))
+    logits, cache = gpt_forward(ps, idx, config)
+    dlogits = rng.standard_normal(logits.shape)
+    grads = hf_state_dict(gpt_backward(dlogits, cache), config)
+    (model(torch.from_numpy(idx)).logits * torch.from_numpy(dlogits)).sum().backward()
+    for name, p in model.named_parameters():
+        assert rel_error(grads[name], p.grad.numpy()) <= 1e-4, name
+
+
+def test_cached_greedy_decoding_equals_transformers_generate(exported):
+    """Our KV-cache sampling and transformers' own (its DynamicCache), greedy, inside the context window."""
+    config, params, folder = exported
+    model = hf_model(folder, "float64")
+    from npminilm.decoder.sampling import generate
+
+    rng = np.random.default_rng()
+    prompt = rng.integers(0, config.vocab_size, 3).tolist()
+    n = config.block_size - 3
+    ours = generate({k: v.astype(np.float64) for k, v in params.items()}, config, prompt, n, temperature=0)
+    ref = model.generate(torch.tensor([prompt]), max_new_tokens=n, min_new_tokens=n, do_sample=False,
+                         use_cache=True, pad_token_id=0)
+    assert ours == ref[0, 3:].tolist()
+
+
+def test_export_refuses_mixtures_transformers_lacks(tmp_path):
+    config = GPTConfig(vocab_size=7, n_embd=8, n_head=2, pos="rope")  # rope with LayerNorm and GELU
+    with pytest.raises(InvalidArgumentError, match="no transformers class has norm=layernorm, pos=rope"):
+        hf_state_dict(init_params(config), config)
+    save_checkpoint(tmp_path / "ckpt", init_params(config), config, CharTokenizer(list("abcdefg")))
+    with pytest.raises(InvalidArgumentError, match="no transformers class"):
+        export_hf(tmp_path / "ckpt", tmp_path / "hf")
+    assert not (tmp_path / "hf").exists()
