@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -32,6 +33,13 @@ def add_commands(sub) -> None:
     p.add_argument("--n-kv-head", type=positive_int, default=None, metavar="NKV",
                    help="key/value heads, dividing --n-head (default: one per head; 1: multi-query)")
     p.add_argument("--rope-theta", type=positive_float, default=10000.0, metavar="THETA")
+    p.add_argument("--bias", action=argparse.BooleanOptionalAction, default=True,
+                   help="biases on the linear layers (default: on, as GPT-2; Llama and Mixtral have none)")
+    p.add_argument("--moe-experts", type=int, default=0, metavar="E",
+                   help="a mixture of E SwiGLU experts for each feed-forward (needs --ffn swiglu; default 0: dense)")
+    p.add_argument("--moe-top-k", type=positive_int, default=2, metavar="K", help="experts per token (default 2)")
+    p.add_argument("--moe-aux-coef", type=float, default=0.01, metavar="W",
+                   help="weight of the load-balancing loss (default 0.01)")
     p.add_argument("--lr", type=positive_float, default=3e-4, metavar="LR", help="peak learning rate")
     p.add_argument("--min-lr", type=float, default=None, metavar="LR", help="final learning rate (default lr/10)")
     p.add_argument("--warmup-iters", type=int, default=None, metavar="N", help="default min(100, iters/10)")
@@ -113,7 +121,9 @@ def cmd_lm_train(args) -> int:
         tok = _tokenizer(args, text)
         config = GPTConfig(vocab_size=tok.vocab_size, block_size=args.block_size, n_embd=args.n_embd,
                            n_layer=args.n_layer, n_head=args.n_head, dropout=args.dropout, norm=args.norm,
-                           pos=args.pos, ffn=args.ffn, n_kv_head=args.n_kv_head, rope_theta=args.rope_theta)
+                           pos=args.pos, ffn=args.ffn, n_kv_head=args.n_kv_head, rope_theta=args.rope_theta,
+                           bias=args.bias, moe_experts=args.moe_experts, moe_top_k=args.moe_top_k,
+                           moe_aux_coef=args.moe_aux_coef)
     ids = np.asarray(tok.encode(text), dtype=np.int64)
     split_data(ids, tc.val_fraction, config.block_size)  # fail on a short corpus before printing anything
     n_params = sum(int(np.prod(s)) for s in param_shapes(config).values())

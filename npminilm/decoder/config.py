@@ -1,7 +1,8 @@
 """GPTConfig: the shape of a decoder: vocabulary, context, width, depth, heads, dropout, and its components.
 
-The defaults are GPT-2's (LayerNorm, learned positions, a GELU feed-forward, one key/value head per query head).
-`norm="rmsnorm"`, `pos="rope"`, `ffn="swiglu"` and `n_kv_head < n_head` give a Llama-style decoder.
+The defaults are GPT-2's (LayerNorm, learned positions, a GELU feed-forward, one key/value head per query head,
+biases). `norm="rmsnorm"`, `pos="rope"`, `ffn="swiglu"` and `n_kv_head < n_head` give a Llama-style decoder, and
+`moe_experts=E` with `moe_top_k=k` a Mixtral-style one.
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ class GPTConfig:
     n_kv_head: int | None = None  # None: n_head (multi-head); 1: multi-query; else grouped-query
     n_inner: int | None = None  # the feed-forward's width; None: 4C for GELU, 8C/3 (to a multiple of 8) for SwiGLU
     rope_theta: float = 10000.0
+    bias: bool = True  # biases on the linear layers (GPT-2's); Llama and Mixtral have none
+    moe_experts: int = 0  # 0: a dense feed-forward; E: Mixtral's sparse mixture of E SwiGLU experts
+    moe_top_k: int = 2  # experts per token
+    moe_aux_coef: float = 0.01  # weight of the load-balancing loss in the training loss
 
     def __post_init__(self):
         if self.n_kv_head is None:
@@ -53,6 +58,15 @@ class GPTConfig:
             self.n_inner = 4 * self.n_embd if self.ffn == "gelu" else -(-8 * self.n_embd // 3 // 8) * 8
         if not isinstance(self.n_inner, int) or isinstance(self.n_inner, bool) or self.n_inner < 1:
             raise InvalidArgumentError(f"n_inner must be a positive integer, got {self.n_inner!r}")
+        if not isinstance(self.moe_experts, int) or isinstance(self.moe_experts, bool) or self.moe_experts < 0:
+            raise InvalidArgumentError(f"moe_experts must be 0 (dense) or a positive integer, got {self.moe_experts!r}")
+        if self.moe_experts:
+            if self.ffn != "swiglu":
+                raise InvalidArgumentError("the experts are SwiGLU feed-forwards: a mixture of experts needs ffn='swiglu'")
+            if not isinstance(self.moe_top_k, int) or not 1 <= self.moe_top_k <= self.moe_experts:
+                raise InvalidArgumentError(f"moe_top_k must be in [1, {self.moe_experts}], got {self.moe_top_k!r}")
+            if not self.moe_aux_coef >= 0:
+                raise InvalidArgumentError(f"moe_aux_coef must be >= 0, got {self.moe_aux_coef}")
         if not self.rope_theta > 0:
             raise InvalidArgumentError(f"rope_theta must be positive, got {self.rope_theta}")
 

@@ -8,8 +8,9 @@ GPT-2's names (and LlamaMLP's for the SwiGLU feed-forward).
 
 The config swaps components (`config.py`): RMSNorm for the LayerNorms (weights only); rotary positions on q and k
 instead of wpe; grouped-query attention (c_attn makes C + 2 KV: NH query heads, NKV key/value heads); a SwiGLU
-feed-forward, down(silu(gate x) * up x), without biases. All of them together are a Llama decoder with biased
-attention projections (`export.py` writes it as LlamaForCausalLM with attention_bias).
+feed-forward, down(silu(gate x) * up x), without biases; Mixtral's mixture of SwiGLU experts, a router picking k
+of E per token, whose load-balancing loss the cache carries (cache["aux_loss"]; gpt_backward's daux). Together
+they are Llama (`export.py`: LlamaForCausalLM, with attention_bias unless bias=False) and Mixtral decoders.
 
 Parameters are a dict keyed as GPT-2's checkpoints without the `transformer.` prefix (`wte.weight`,
 `h.0.attn.c_attn.weight`, `ln_f.bias`, ...). One difference: HF's GPT-2 keeps its linear weights in a Conv1D
@@ -34,6 +35,10 @@ from ..errors import InvalidArgumentError
 from ..nn.decoder_ops import (
     gqa_attention_backward,
     gqa_attention_forward,
+    load_balancing_backward,
+    load_balancing_forward,
+    moe_backward,
+    moe_forward,
     rmsnorm_backward,
     rmsnorm_forward,
     rope_backward,
@@ -60,28 +65,31 @@ from .config import GPTConfig
 
 
 def param_shapes(config: GPTConfig) -> dict[str, tuple]:
-    V, C, I, KV = config.vocab_size, config.n_embd, config.n_inner, config.kv_size
+    V, C, I, KV, E = config.vocab_size, config.n_embd, config.n_inner, config.kv_size, config.moe_experts
     shapes = {"wte.weight": (V, C)}
     if config.pos == "learned":
         shapes["wpe.weight"] = (config.block_size, C)
     for i in range(config.n_layer):
         p = f"h.{i}."
         shapes.update(_norm_shapes(p + "ln_1", config))
-        shapes.update({
-            p + "attn.c_attn.weight": (C + 2 * KV, C), p + "attn.c_attn.bias": (C + 2 * KV,),  # q, k, v stacked
-            p + "attn.c_proj.weight": (C, C), p + "attn.c_proj.bias": (C,),
-        })  # fmt: skip
+        shapes.update(_linear_shapes(p + "attn.c_attn", (C + 2 * KV, C), config))  # q, k, v stacked
+        shapes.update(_linear_shapes(p + "attn.c_proj", (C, C), config))
         shapes.update(_norm_shapes(p + "ln_2", config))
-        if config.ffn == "gelu":
-            shapes.update({
-                p + "mlp.c_fc.weight": (I, C), p + "mlp.c_fc.bias": (I,),
-                p + "mlp.c_proj.weight": (C, I), p + "mlp.c_proj.bias": (C,),
-            })  # fmt: skip
+        if E:  # Mixtral's router ("gate") and its experts' SwiGLU weights, stacked
+            shapes.update({p + "mlp.gate.weight": (E, C), p + "mlp.experts.gate_proj.weight": (E, I, C),
+                           p + "mlp.experts.up_proj.weight": (E, I, C), p + "mlp.experts.down_proj.weight": (E, C, I)})
+        elif config.ffn == "gelu":
+            shapes.update(_linear_shapes(p + "mlp.c_fc", (I, C), config))
+            shapes.update(_linear_shapes(p + "mlp.c_proj", (C, I), config))
         else:  # LlamaMLP's names, no biases
             shapes.update({p + "mlp.gate_proj.weight": (I, C), p + "mlp.up_proj.weight": (I, C),
                            p + "mlp.down_proj.weight": (C, I)})
     shapes.update(_norm_shapes("ln_f", config))
     return shapes
+
+
+def _linear_shapes(name, shape, config):
+    return {name + ".weight": shape, name + ".bias": shape[:1]} if config.bias else {name + ".weight": shape}
 
 
 def _norm_shapes(name, config):
@@ -100,7 +108,7 @@ def init_params(config: GPTConfig, seed=0, dtype=np.float32) -> dict[str, np.nda
         elif name.endswith("bias"):
             value = np.zeros(shape)
         else:
-            into_residual = name.endswith(("c_proj.weight", "down_proj.weight"))
+            into_residual = name.endswith(("c_proj.weight", "down_proj.weight"))  # experts' too
             std = 0.02 / math.sqrt(2 * config.n_layer) if into_residual else 0.02
             value = rng.standard_normal(shape) * std
         params[name] = value.astype(dtype)
@@ -154,7 +162,7 @@ def gpt_forward(params, idx, config: GPTConfig, rng=None, kv_cache=None):
         w = _block_params(params, i)
         c = {}
         a, c["ln_1"] = _norm_forward(x, w, "ln_1", config)
-        qkv, c["c_attn"] = linear_forward(a, w["attn.c_attn.weight"], w["attn.c_attn.bias"])  # -> (B, T, C + 2KV)
+        qkv, c["c_attn"] = linear_forward(a, w["attn.c_attn.weight"], w.get("attn.c_attn.bias"))  # (B, T, C + 2KV)
         q, k, v = qkv[..., :C], qkv[..., C:C + KV], qkv[..., C + KV:]  # (B, T, C), 2 x (B, T, KV)
         if rope is not None:
             q, k = _rope_forward(q, NH, rope), _rope_forward(k, NKV, rope)
@@ -165,14 +173,18 @@ def gpt_forward(params, idx, config: GPTConfig, rng=None, kv_cache=None):
         else:
             y, c["attn"] = gqa_attention_forward(q, k, v, NH, NKV, causal=True)
         y, c["attn_drop"] = dropout_forward(y, p, rng)
-        y, c["c_proj"] = linear_forward(y, w["attn.c_proj.weight"], w["attn.c_proj.bias"])
+        y, c["c_proj"] = linear_forward(y, w["attn.c_proj.weight"], w.get("attn.c_proj.bias"))
         y, c["resid_drop_1"] = dropout_forward(y, p, rng)
         x = x + y
         m, c["ln_2"] = _norm_forward(x, w, "ln_2", config)
-        if config.ffn == "gelu":
-            h, c["c_fc"] = linear_forward(m, w["mlp.c_fc.weight"], w["mlp.c_fc.bias"])  # (B, T, C) -> (B, T, I)
+        if config.moe_experts:
+            h, c["moe"] = moe_forward(m, w["mlp.gate.weight"], w["mlp.experts.gate_proj.weight"],
+                                      w["mlp.experts.up_proj.weight"], w["mlp.experts.down_proj.weight"],
+                                      config.moe_top_k)  # (B, T, C) -> (B, T, C), k experts a token
+        elif config.ffn == "gelu":
+            h, c["c_fc"] = linear_forward(m, w["mlp.c_fc.weight"], w.get("mlp.c_fc.bias"))  # (B, T, C) -> (B, T, I)
             h, c["gelu"] = gelu_forward(h, save_derivative=True)
-            h, c["mlp_proj"] = linear_forward(h, w["mlp.c_proj.weight"], w["mlp.c_proj.bias"])  # -> (B, T, C)
+            h, c["mlp_proj"] = linear_forward(h, w["mlp.c_proj.weight"], w.get("mlp.c_proj.bias"))  # -> (B, T, C)
         else:
             h, c["swiglu"] = swiglu_forward(m, w["mlp.gate_proj.weight"], w["mlp.up_proj.weight"],
                                             w["mlp.down_proj.weight"])  # (B, T, C) -> (B, T, C)
@@ -183,8 +195,12 @@ def gpt_forward(params, idx, config: GPTConfig, rng=None, kv_cache=None):
     logits, c_head = linear_forward(x, params["wte.weight"])  # (B, T, C) @ (C, V) -> (B, T, V)
     if kv_cache is not None:
         kv_cache.length += T
+    aux_loss, c_aux = 0.0, None
+    if config.moe_experts:  # the load-balancing loss over every layer's routing (for training; 0 when dense)
+        aux_loss, c_aux = load_balancing_forward([c["moe"]["probs"] for c in blocks], [c["moe"]["top"] for c in blocks],
+                                                 config.moe_experts)
     return logits, {"wte": c_tok, "wpe": c_pos, "rope": rope, "drop": c_edrop, "h": blocks, "ln_f": c_lnf,
-                    "lm_head": c_head, "config": config}
+                    "lm_head": c_head, "config": config, "aux_loss": float(aux_loss), "aux": c_aux}
 
 
 def _block_params(params, i):
@@ -225,17 +241,25 @@ def _rope_backward(dy, n_heads, rope):
 # Each block is x1 = x + f(x), x2 = x1 + g(x1): the residual passes dx straight through and adds the branch's
 # gradient, dx = dx1 + df^T dx1 (llm.c's "+=" into the residual gradient). The tied wte collects two gradients,
 # one from the embedding lookup (scatter-add) and one from the LM head (dlogits^T x).
-def gpt_backward(dlogits, cache) -> dict[str, np.ndarray]:
-    """Gradients of every parameter (a dict like params) from dlogits (B, T, V)."""
+def gpt_backward(dlogits, cache, daux=0.0) -> dict[str, np.ndarray]:
+    """Gradients of every parameter (a dict like params) from dlogits (B, T, V), and from daux, the gradient of
+    the loss with respect to cache["aux_loss"] (the training loss's moe_aux_coef, for a mixture of experts)."""
     config = cache["config"]
     NH, NKV = config.n_head, config.n_kv_head
     grads = {}
+    dprobs = [None] * config.n_layer
+    if config.moe_experts and daux:
+        dprobs = load_balancing_backward(daux, cache["aux"])  # (N, E) per layer
     dx, dwte_head, _ = linear_backward(dlogits, cache["lm_head"])
     dx = _norm_backward(dx, cache["ln_f"], "ln_f", config, grads)
     for i in reversed(range(config.n_layer)):
         c, g = cache["h"][i], {}
         (dh,) = dropout_backward(dx, c["resid_drop_2"])
-        if config.ffn == "gelu":
+        if config.moe_experts:
+            dm, *dw = moe_backward(dh, c["moe"], dprobs[i])
+            g.update(zip(("mlp.gate.weight", "mlp.experts.gate_proj.weight", "mlp.experts.up_proj.weight",
+                          "mlp.experts.down_proj.weight"), dw))
+        elif config.ffn == "gelu":
             dh, g["mlp.c_proj.weight"], g["mlp.c_proj.bias"] = linear_backward(dh, c["mlp_proj"])
             (dh,) = gelu_backward(dh, c["gelu"])
             dm, g["mlp.c_fc.weight"], g["mlp.c_fc.bias"] = linear_backward(dh, c["c_fc"])
@@ -261,4 +285,4 @@ def gpt_backward(dlogits, cache) -> dict[str, np.ndarray]:
     grads["wte.weight"] = dwte_emb + dwte_head
     if config.pos == "learned":
         (grads["wpe.weight"],) = embedding_backward(demb.sum(axis=0), cache["wpe"])  # pos broadcast over B
-    return {k: grads[k] for k in param_shapes(config)}  # in parameter order
+    return {k: grads[k] for k in param_shapes(config)}  # in parameter order (biases the config has none of dropped)

@@ -1,14 +1,15 @@
 """The modern decoder's ops as forward/backward pairs: RMSNorm, rotary position embeddings (HF Llama's
-rotate_half convention), the SwiGLU feed-forward and grouped-query attention.
+rotate_half convention), the SwiGLU feed-forward, grouped-query attention, and Mixtral's mixture of experts
+with the Switch Transformer's load-balancing loss.
 
 Same contract as `ops.py`: `*_forward(...) -> (out, cache)`, `*_backward(dout, cache)` -> the gradients of the
 forward's float array inputs in argument order. Shapes: B batch, T time, C channels, NH query heads, NKV key/value
-heads, hs head size, I the feed-forward's hidden size.
+heads, hs head size, I the feed-forward's hidden size, E experts, k experts per token, N tokens (B T).
 """
 
 import numpy as np
 
-from .ops import attention_backward, attention_forward, linear_backward, linear_forward
+from .ops import attention_backward, attention_forward, linear_backward, linear_forward, softmax_forward
 
 # ---------------------------------------------------------------------------------------------- RMSNorm
 
@@ -119,3 +120,90 @@ def gqa_attention_backward(dout, cache):
         return d.reshape(B, T, n_kv_head, groups, C // (n_kv_head * groups)).sum(axis=3).reshape(B, T, -1)
 
     return dq, fold(dk_rep), fold(dv_rep)
+
+
+# ----------------------------------------------------------------------------------- mixture of experts
+
+
+def moe_forward(x, w_router, w_gate, w_up, w_down, top_k, normalize=True):
+    """Mixtral's sparse mixture-of-experts feed-forward: a softmax router picks each token's top_k of E experts,
+    each a SwiGLU FFN, and their outputs are summed weighted by the router's probabilities (renormalised over the
+    top_k when `normalize`, as Mixtral; Switch's raw probability otherwise). x (..., C); w_router (E, C);
+    w_gate, w_up (E, I, C); w_down (E, C, I). Only the tokens routed to an expert pass through it.
+
+    The cache keeps the router's probabilities (N, E) and choices (N, k): `load_balancing_forward` takes them."""
+    C, E = x.shape[-1], w_router.shape[0]
+    if not 1 <= top_k <= E:
+        raise ValueError(f"top_k must be in [1, {E}], got {top_k}")
+    xf = x.reshape(-1, C)  # (N, C)
+    logits, router_cache = linear_forward(xf, w_router)  # (N, E)
+    probs, _ = softmax_forward(logits)
+    top = np.argsort(-probs, axis=-1, kind="stable")[:, :top_k]  # (N, k): the experts, most probable first
+    p_top = np.take_along_axis(probs, top, axis=-1)  # (N, k)
+    weights = p_top / p_top.sum(axis=-1, keepdims=True) if normalize else p_top
+    y = np.zeros_like(xf)
+    experts = []
+    for e in range(E):
+        rows, slot = np.nonzero(top == e)  # the tokens routed to e (each at most once) and at which of their k
+        if rows.size == 0:
+            experts.append(None)
+            continue
+        out, ffn_cache = swiglu_forward(xf[rows], w_gate[e], w_up[e], w_down[e])  # (n_e, C)
+        y[rows] += out * weights[rows, slot, None]
+        experts.append((rows, slot, out, ffn_cache))
+    cache = {"shape": x.shape, "router": router_cache, "probs": probs, "top": top, "p_top": p_top,
+             "weights": weights, "normalize": normalize, "experts": experts, "sizes": (w_gate.shape, w_down.shape)}
+    return y.reshape(x.shape), cache
+
+
+# y = sum_j w_j f_{e_j}(x) over the k chosen experts e_j, w = p_top / S (S = sum p_top) or p_top; p = softmax(x Wr^T).
+#   df_e = dy w_j,  dw_j = dy . f_{e_j}(x)                       (the choice of experts is piecewise constant)
+#   normalised: dp_j = (dw_j - sum_i dw_i w_i) / S;  else dp_j = dw_j;  scattered into dp (N, E) at e_j
+#   dlogits = p (dp - sum_e dp_e p_e),  dWr = dlogits^T x,  dx = sum of the experts' dx + dlogits Wr
+# dprobs: a gradient reaching the probabilities from elsewhere (the load-balancing loss), added to dp.
+def moe_backward(dout, cache, dprobs=None):
+    C = dout.shape[-1]
+    dy = dout.reshape(-1, C)  # (N, C)
+    (gate_shape, down_shape), weights = cache["sizes"], cache["weights"]
+    dx = np.zeros_like(dy)
+    dw_gate, dw_up, dw_down = np.zeros(gate_shape, dy.dtype), np.zeros(gate_shape, dy.dtype), np.zeros(down_shape,
+                                                                                                         dy.dtype)
+    dweights = np.zeros_like(weights)  # (N, k)
+    for e, routed in enumerate(cache["experts"]):
+        if routed is None:
+            continue
+        rows, slot, out, ffn_cache = routed
+        dweights[rows, slot] = np.sum(dy[rows] * out, axis=-1)
+        dx_e, dw_gate[e], dw_up[e], dw_down[e] = swiglu_backward(dy[rows] * weights[rows, slot, None], ffn_cache)
+        dx[rows] += dx_e
+    if cache["normalize"]:
+        total = cache["p_top"].sum(axis=-1, keepdims=True)
+        dp_top = (dweights - np.sum(dweights * weights, axis=-1, keepdims=True)) / total
+    else:
+        dp_top = dweights
+    probs = cache["probs"]
+    dp = np.zeros_like(probs) if dprobs is None else np.array(dprobs, dtype=probs.dtype)
+    np.put_along_axis(dp, cache["top"], np.take_along_axis(dp, cache["top"], axis=-1) + dp_top, axis=-1)
+    dlogits = probs * (dp - np.sum(dp * probs, axis=-1, keepdims=True))
+    dx_router, dw_router, _ = linear_backward(dlogits, cache["router"])
+    return (dx + dx_router).reshape(cache["shape"]), dw_router, dw_gate, dw_up, dw_down
+
+
+def load_balancing_forward(probs, tops, n_experts):
+    """The Switch Transformer's auxiliary loss over one or more MoE layers (as transformers' Mixtral computes
+    it): E * sum_e f_e P_e, with f_e the share of (token, slot) choices that went to expert e and P_e the mean
+    router probability of e, both over every layer's N tokens together. probs: list of (N, E); tops: list of
+    (N, k). A uniform router gives k; one that always picks the same experts and puts all its probability on
+    them gives E."""
+    rows = sum(p.shape[0] for p in probs)
+    f = sum(np.bincount(t.ravel(), minlength=n_experts) for t in tops) / rows  # (E,), sums to k
+    P = sum(p.sum(axis=0) for p in probs) / rows  # (E,)
+    return n_experts * np.sum(f * P), (f, rows, n_experts, [p.shape for p in probs])
+
+
+# loss = E sum_e f_e P_e, P_e = (1/R) sum over every layer's rows n of p[n, e]; f counts choices (no gradient):
+#   dloss/dp[n, e] = E f_e / R for every row of every layer
+def load_balancing_backward(dloss, cache):
+    f, rows, n_experts, shapes = cache
+    row = dloss * n_experts * f / rows  # (E,)
+    return [np.broadcast_to(row, shape).copy() for shape in shapes]

@@ -244,6 +244,25 @@ def _gqa(rng):
                   {"q": _normal(rng, B, T, NH * hs), "k": _normal(rng, B, T, NKV * hs), "v": _normal(rng, B, T, NKV * hs)})
 
 
+def _moe(top_k, normalize=True):
+    def case(rng):
+        E, I, C = 4, 6, 5
+        return OpCase(lambda x, wr, wg, wu, wd: decoder_ops.moe_forward(x, wr, wg, wu, wd, top_k, normalize),
+                      decoder_ops.moe_backward,
+                      {"x": _normal(rng, 3, 4, C), "w_router": _normal(rng, E, C), "w_gate": _normal(rng, E, I, C),
+                       "w_up": _normal(rng, E, I, C), "w_down": _normal(rng, E, C, I)})
+
+    return case
+
+
+def _load_balancing(rng):
+    probs = [np.exp(_normal(rng, 9, 4)) for _ in range(2)]  # two layers of 9 tokens, 4 experts, top-2 choices
+    probs = [p / p.sum(axis=-1, keepdims=True) for p in probs]
+    tops = [np.argsort(-p, axis=-1)[:, :2] for p in probs]
+    return OpCase(lambda p0, p1: decoder_ops.load_balancing_forward([p0, p1], tops, 4),
+                  decoder_ops.load_balancing_backward, {"probs_0": probs[0], "probs_1": probs[1]})
+
+
 OPS = {
     "linear": _linear,
     "embedding": _embedding,
@@ -270,6 +289,9 @@ OPS = {
     "rope": _rope,
     "swiglu": _swiglu,
     "gqa_attention": _gqa,
+    "moe_top1": _moe(1, normalize=False),
+    "moe_top2": _moe(2),
+    "load_balancing": _load_balancing,
 }
 
 

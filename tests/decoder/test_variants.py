@@ -22,6 +22,9 @@ VARIANTS = {  # name: config overrides on a tiny decoder (C = 8)
     "llama-mqa": {**LLAMA, "n_kv_head": 1},
     "rope-layernorm-gelu": {"pos": "rope", "rope_theta": 500.0},
     "rmsnorm-learned-swiglu-gqa": {"norm": "rmsnorm", "ffn": "swiglu", "n_head": 4, "n_kv_head": 2, "n_inner": 12},
+    "mixtral-top2": {**LLAMA, "moe_experts": 3, "moe_top_k": 2, "bias": False, "n_inner": 6, "moe_aux_coef": 0.3},
+    "moe-top1-gqa-biased": {**LLAMA, "moe_experts": 4, "moe_top_k": 1, "n_head": 4, "n_kv_head": 2, "n_inner": 6},
+    "gelu-no-bias": {"bias": False},
 }
 
 
@@ -39,13 +42,14 @@ def test_variant_gradients_match_finite_differences(name, dropout):
     idx, targets = rng.integers(0, 11, (2, 6)), rng.integers(0, 11, (2, 6))
     seed = int(rng.integers(2**31))
 
-    def loss(ps):  # the same dropout masks on every call
+    def loss(ps):  # the same dropout masks on every call; a mixture of experts adds its load-balancing loss
         logits, cache = gpt_forward(ps, idx, config, rng=np.random.default_rng(seed) if dropout else None)
         value, ce_cache = cross_entropy_forward(logits, targets)
-        return value, cache, ce_cache
+        return value + config.moe_aux_coef * cache["aux_loss"], cache, ce_cache
 
     _, cache, ce_cache = loss(params)
-    grads = gpt_backward(cross_entropy_backward(1.0, ce_cache)[0], cache)
+    grads = gpt_backward(cross_entropy_backward(1.0, ce_cache)[0], cache, daux=config.moe_aux_coef)
+    assert (cache["aux_loss"] > 0) == bool(config.moe_experts)
     assert list(grads) == list(param_shapes(config))
     for key, p in params.items():
         num = numerical_grad(lambda x, key=key: loss({**params, key: x})[0], p)
@@ -72,12 +76,16 @@ def test_causality(name):
     for t in range(8):
         changed = idx.copy()
         changed[:, t + 1:] = (changed[:, t + 1:] + 1 + rng.integers(0, 9, (2, 8 - t))) % 11
-        other, _ = gpt_forward(params, changed, config)
-        assert np.array_equal(other[:, :t + 1], logits[:, :t + 1])
+        other, _ = gpt_forward(params, changed, config)  # equal up to rounding: an expert's GEMM over other rows
+        assert_close(other[:, :t + 1], logits[:, :t + 1], 1e-12, name=f"{name} before {t + 1}")
         assert not np.allclose(other[:, t + 1:], logits[:, t + 1:])
 
 
 def test_config_refuses_what_cannot_work():
+    with pytest.raises(InvalidArgumentError, match="needs ffn='swiglu'"):
+        GPTConfig(vocab_size=5, moe_experts=4)
+    with pytest.raises(InvalidArgumentError, match=r"moe_top_k must be in \[1, 4\]"):
+        GPTConfig(vocab_size=5, ffn="swiglu", moe_experts=4, moe_top_k=5)
     with pytest.raises(InvalidArgumentError, match="n_kv_head 3 must divide n_head 4"):
         GPTConfig(vocab_size=5, n_embd=8, n_head=4, n_kv_head=3)
     with pytest.raises(InvalidArgumentError, match="norm must be one of"):

@@ -117,3 +117,75 @@ def test_gqa_equals_llama_eager_attention(dtype, heads, kv_heads):
     (ty * torch.from_numpy(dy)).sum().backward()
     check([y, *decoder_ops.gqa_attention_backward(dy, cache)], [ty, tq.grad, tk.grad, tv.grad],
           ["y", "dq", "dk", "dv"], dtype)
+
+
+def moe_reference(x, wr, wg, wu, wd, top_k, normalize=True):
+    """Mixtral's routing in torch, dense: every expert on every token, weighted by its (renormalised) top-k
+    router probability, zero where not chosen (float64-exact, where MixtralTopKRouter's softmax is float32)."""
+    probs = torch.softmax(x @ wr.T, dim=-1)  # (N, E)
+    top_p, top = torch.topk(probs, top_k, dim=-1)
+    weights = top_p / top_p.sum(-1, keepdim=True) if normalize else top_p
+    gates = torch.zeros_like(probs).scatter(-1, top, weights)  # (N, E)
+    y = torch.zeros_like(x)
+    for e in range(wr.shape[0]):
+        h = torch.nn.functional.silu(x @ wg[e].T) * (x @ wu[e].T)
+        y = y + gates[:, e:e + 1] * (h @ wd[e].T)
+    return y, probs, top
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("top_k", [1, 2])
+def test_moe_equals_mixtral_sparse_moe_block(dtype, top_k):
+    from transformers import MixtralConfig
+    from transformers.models.mixtral.modeling_mixtral import MixtralSparseMoeBlock
+
+    rng = np.random.default_rng()
+    B, T, C, I, E = 2, 7, 12, 20, 4
+    x, dy = (rng.standard_normal((B, T, C)).astype(dtype) for _ in range(2))
+    wr = rng.standard_normal((E, C)).astype(dtype)
+    wg, wu = (rng.standard_normal((E, I, C)).astype(dtype) * 0.3 for _ in range(2))
+    wd = rng.standard_normal((E, C, I)).astype(dtype) * 0.3
+    y, cache = decoder_ops.moe_forward(x, wr, wg, wu, wd, top_k)
+    grads = decoder_ops.moe_backward(dy, cache)
+    tx = leaf(x)
+    if dtype == np.float32:
+        block = MixtralSparseMoeBlock(MixtralConfig(hidden_size=C, intermediate_size=I, num_local_experts=E,
+                                                    num_experts_per_tok=top_k, router_jitter_noise=0.0))
+        with torch.no_grad():
+            block.gate.weight.copy_(torch.from_numpy(wr))
+            block.experts.gate_up_proj.copy_(torch.from_numpy(np.concatenate([wg, wu], axis=1)))
+            block.experts.down_proj.copy_(torch.from_numpy(wd))
+        ty = block(tx)
+        (ty * torch.from_numpy(dy)).sum().backward()
+        dgate_up = block.experts.gate_up_proj.grad.numpy()
+        ref = [ty, tx.grad, block.gate.weight.grad, dgate_up[:, :I], dgate_up[:, I:], block.experts.down_proj.grad]
+    else:
+        tw = [leaf(w) for w in (wr, wg, wu, wd)]
+        ty, _, _ = moe_reference(tx.reshape(-1, C), *tw, top_k)
+        (ty.reshape(B, T, C) * torch.from_numpy(dy)).sum().backward()
+        ref = [ty.reshape(B, T, C), tx.grad, *(w.grad for w in tw)]
+    check([y, *grads], ref, ["y", "dx", "dw_router", "dw_gate", "dw_up", "dw_down"], dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_load_balancing_loss_equals_mixtral(dtype):
+    from transformers.models.mixtral.modeling_mixtral import load_balancing_loss_func
+
+    rng = np.random.default_rng()
+    E, k = 6, 2
+    logits = [rng.standard_normal((n, E)).astype(dtype) * 2 for n in (14, 9, 21)]  # three layers' routers
+    probs = [decoder_ops.softmax_forward(z)[0] for z in logits]
+    tops = [np.argsort(-p, axis=-1, kind="stable")[:, :k] for p in probs]
+    loss, cache = decoder_ops.load_balancing_forward(probs, tops, E)
+    dlogits = [p * (d - np.sum(d * p, axis=-1, keepdims=True))  # softmax's backward
+               for p, d in zip(probs, decoder_ops.load_balancing_backward(np.asarray(1.0, dtype), cache))]
+    tz = [leaf(z) for z in logits]
+    if dtype == np.float32:
+        ref = load_balancing_loss_func(tuple(tz), E, k)
+    else:  # the same formula in float64 (transformers sums the probabilities in float32)
+        tp = [torch.softmax(z, dim=-1) for z in tz]
+        counts = sum(torch.nn.functional.one_hot(torch.topk(p, k, dim=-1)[1], E).sum(dim=(0, 1)) for p in tp).double()
+        rows = sum(p.shape[0] for p in tp)
+        ref = E * torch.sum(counts / rows * sum(p.sum(0) for p in tp) / rows)
+    ref.backward()
+    check([np.asarray(loss), *dlogits], [ref, *(z.grad for z in tz)], ["loss", "dz0", "dz1", "dz2"], dtype)

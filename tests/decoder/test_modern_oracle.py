@@ -1,11 +1,12 @@
-"""The Llama-style decoder (RMSNorm, RoPE, SwiGLU, grouped-query attention) against transformers'
-LlamaForCausalLM loaded from our export: logits, and the gradient of every parameter through torch autograd, in
-float64 and float32; the KV cache's sampling against the full forward; what export refuses."""
+"""The Llama-style decoder (RMSNorm, RoPE, SwiGLU, grouped-query attention) and its mixture-of-experts variant
+against transformers' LlamaForCausalLM and MixtralForCausalLM loaded from our export: logits, and the gradient of
+every parameter through torch autograd (with Mixtral's load-balancing loss), in float64 and float32; greedy
+decoding with our KV cache against transformers' generate; what export refuses."""
 
 import numpy as np
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, LlamaForCausalLM
+from transformers import AutoModelForCausalLM, LlamaForCausalLM, MixtralForCausalLM
 
 from npminilm.decoder.checkpoint import save_checkpoint
 from npminilm.decoder.config import GPTConfig
@@ -26,7 +27,11 @@ LLAMA = dict(norm="rmsnorm", pos="rope", ffn="swiglu")
 CONFIGS = [GPTConfig(vocab_size=37, block_size=16, n_embd=24, n_layer=2, n_head=4, n_kv_head=2, **LLAMA),
            GPTConfig(vocab_size=65, block_size=23, n_embd=32, n_layer=3, n_head=4, n_kv_head=1, rope_theta=500.0,
                      layer_norm_epsilon=1e-6, **LLAMA),
-           GPTConfig(vocab_size=29, block_size=12, n_embd=16, n_layer=2, n_head=2, n_inner=40, **LLAMA)]
+           GPTConfig(vocab_size=29, block_size=12, n_embd=16, n_layer=2, n_head=2, n_inner=40, **LLAMA),
+           GPTConfig(vocab_size=31, block_size=14, n_embd=24, n_layer=2, n_head=4, n_kv_head=2, n_inner=16,
+                     bias=False, moe_experts=4, moe_top_k=2, moe_aux_coef=0.05, **LLAMA),
+           GPTConfig(vocab_size=23, block_size=10, n_embd=16, n_layer=2, n_head=2, n_inner=12, bias=False,
+                     moe_experts=3, moe_top_k=1, **LLAMA)]
 
 
 @pytest.fixture(scope="module", params=range(len(CONFIGS)), ids=lambda i: f"config{i}")
@@ -42,16 +47,29 @@ def exported(request, tmp_path_factory):
     return config, params, folder / "hf"
 
 
-def hf_model(folder, dtype):
-    model = AutoModelForCausalLM.from_pretrained(str(folder), attn_implementation="eager")
-    assert isinstance(model, LlamaForCausalLM)
+def hf_model(folder, dtype, config):
+    # Mixtral's experts as its eager loop: the grouped-GEMM path has no float64
+    extra = {"experts_implementation": "eager"} if config.moe_experts else {}
+    model = AutoModelForCausalLM.from_pretrained(str(folder), attn_implementation="eager", **extra)
+    assert isinstance(model, (LlamaForCausalLM, MixtralForCausalLM))
     return model.to(TORCH[dtype]).eval()
+
+
+def hf_loss(model, config, idx, targets):
+    """transformers' logits and training loss: cross-entropy, plus Mixtral's router_aux_loss_coef * aux_loss."""
+    out = model(torch.from_numpy(idx), output_router_logits=bool(config.moe_experts))
+    loss = torch.nn.functional.cross_entropy(out.logits.reshape(-1, config.vocab_size),
+                                             torch.from_numpy(targets).reshape(-1))
+    if config.moe_experts:
+        assert isinstance(model, MixtralForCausalLM) and model.config.router_aux_loss_coef == config.moe_aux_coef
+        loss = loss + config.moe_aux_coef * out.aux_loss
+    return out.logits, loss
 
 
 @pytest.mark.parametrize("dtype, bar, logit_bar", BARS)
 def test_logits_and_gradients_match_torch(exported, dtype, bar, logit_bar):
     config, params, folder = exported
-    model = hf_model(folder, dtype)
+    model = hf_model(folder, dtype, config)
     assert model.config.num_key_value_heads == config.n_kv_head
     rng = np.random.default_rng()
     ps = {k: v.astype(dtype) for k, v in params.items()}
@@ -59,11 +77,11 @@ def test_logits_and_gradients_match_torch(exported, dtype, bar, logit_bar):
     targets = rng.integers(0, config.vocab_size, (3, config.block_size))
     logits, cache = gpt_forward(ps, idx, config)
     loss, ce_cache = cross_entropy_forward(logits, targets)
-    grads = gpt_backward(cross_entropy_backward(np.asarray(1.0, dtype), ce_cache)[0], cache)
+    loss = loss + config.moe_aux_coef * cache["aux_loss"] if config.moe_experts else loss
+    grads = gpt_backward(cross_entropy_backward(np.asarray(1.0, dtype), ce_cache)[0], cache,
+                         daux=config.moe_aux_coef if config.moe_experts else 0.0)
 
-    ref_logits = model(torch.from_numpy(idx)).logits
-    ref_loss = torch.nn.functional.cross_entropy(ref_logits.reshape(-1, config.vocab_size),
-                                                 torch.from_numpy(targets).reshape(-1))
+    ref_logits, ref_loss = hf_loss(model, config, idx, targets)
     ref_loss.backward()
     assert_close(logits, ref_logits.detach().numpy(), atol=logit_bar, name=f"logits {dtype}")
     assert abs(float(loss) - ref_loss.item()) < max(logit_bar, 1e-6)
@@ -80,7 +98,7 @@ def test_fake_loss_gradients_on_a_short_sequence(exported):
     # L = sum(logits * dlogits): every logit's gradient path, at T shorter than the block (float64 torch, whose
     # RMSNorm and RoPE run in float32: see BARS)
     config, params, folder = exported
-    model = hf_model(folder, "float64")
+    model = hf_model(folder, "float64", config)
     rng = np.random.default_rng()
     ps = {k: v.astype(np.float64) for k, v in params.items()}
     idx = rng.integers(0, config.vocab_size, (2, config.block_size - 3))
@@ -88,14 +106,15 @@ def test_fake_loss_gradients_on_a_short_sequence(exported):
     dlogits = rng.standard_normal(logits.shape)
     grads = hf_state_dict(gpt_backward(dlogits, cache), config)
     (model(torch.from_numpy(idx)).logits * torch.from_numpy(dlogits)).sum().backward()
-    for name, p in model.named_parameters():
-        assert rel_error(grads[name], p.grad.numpy()) <= 1e-4, name
+    for name, p in model.named_parameters():  # top-1 routing renormalised: the router's gradient is 0 (or noise)
+        ref = p.grad.numpy()
+        assert rel_error(grads[name], ref) <= 1e-4 or np.abs(grads[name] - ref).max() <= 1e-12, name
 
 
 def test_cached_greedy_decoding_equals_transformers_generate(exported):
     """Our KV-cache sampling and transformers' own (its DynamicCache), greedy, inside the context window."""
     config, params, folder = exported
-    model = hf_model(folder, "float64")
+    model = hf_model(folder, "float64", config)
     from npminilm.decoder.sampling import generate
 
     rng = np.random.default_rng()
@@ -115,3 +134,6 @@ def test_export_refuses_mixtures_transformers_lacks(tmp_path):
     with pytest.raises(InvalidArgumentError, match="no transformers class"):
         export_hf(tmp_path / "ckpt", tmp_path / "hf")
     assert not (tmp_path / "hf").exists()
+    biased_moe = GPTConfig(vocab_size=7, n_embd=8, n_head=2, moe_experts=2, **LLAMA)  # Mixtral has no biases
+    with pytest.raises(InvalidArgumentError, match="Mixtral has no attention biases"):
+        hf_state_dict(init_params(biased_moe), biased_moe)
