@@ -1,7 +1,10 @@
 """The streaming corpus command (`npminilm encode --input FILE --output FILE`) against a plain in-process
-`encode(batch_size=32)` of the same texts, and its peak RSS at two corpus sizes (it should not grow with them).
+`encode(batch_size=32)` of the same texts, and its peak RSS at two corpus sizes (it should not grow with them);
+then Ray Data on a local two-node cluster (`ray_bench.py`: 2 actors x 1 CPU, npminilm and sentence-transformers
+in them) against encode over the same --ray-texts texts.
 
-    python benchmarks/corpus_bench.py [--small 4000] [--large 40000] [--chunk-size 2000] [--out FILE.md]
+    python benchmarks/corpus_bench.py [--small 4000] [--large 40000] [--chunk-size 2000] [--ray-texts 20000]
+                                      [--rounds 2] [--out FILE.md]
 
 Corpora are STSb test sentences, shuffled and repeated, one a line (.txt). Each command run is a fresh process
 whose peak RSS (VmHWM) is read from /proc at its end; the in-process encode runs on the small corpus, between
@@ -55,11 +58,62 @@ def run_command(corpus, output, chunk_size):
     return float(seconds), float(rss)
 
 
+def ray_section(tmp, sentences, args, model_dir):
+    """Markdown lines for the Ray Data comparison over --ray-texts texts (or why it was skipped)."""
+    header = ["", f"## Ray Data, 2 actors x 1 CPU, {args.ray_texts} texts", ""]
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+        import ray_bench
+    except ImportError as exc:
+        return header + [f"skipped: {exc} (pip install '.[ray]')"]
+    texts = write_corpus(tmp / "ray.txt", sentences, args.ray_texts, 2)
+    table = pa.table({"n": np.arange(len(texts)), "text": texts})
+    (tmp / "shards").mkdir()
+    step = -(-len(texts) // 40)
+    for k in range(0, len(texts), step):  # 40 files, as corpora are kept
+        pq.write_table(table.slice(k, step), tmp / "shards" / f"part-{k // step:03d}.parquet")
+    t_stream, rss_stream = run_command(tmp / "ray.txt", tmp / "ray.npy", args.chunk_size)
+    result = ray_bench.run(texts, model_dir, tmp / "shards", tmp / "ray.txt", rounds=args.rounds)
+    times, n = result["times"], len(texts)
+    rate = {name: n / np.median(ts) for name, ts in times.items()}
+    lines = header + [
+        f"Ray {result['ray']}; a real cluster on 127.0.0.1 (head 2 CPUs, second node 1 CPU), read_parquet of 40 "
+        "files, repartitioned into 40 blocks, map_batches batch_size 256, a fresh actor pool per run (its start-up "
+        f"counted); {args.rounds} "
+        "alternating rounds, median.",
+        "",
+        "| engine | seconds per round | texts/s | / encode | actor start-up (s) | actor RSS (MB) now / peak | "
+        "max abs diff vs encode |",
+        "|---|---|---:|---:|---:|---:|---:|",
+        f"| `encode(batch_size=32)` in process | {', '.join(f'{t:.1f}' for t in times['encode'])} | "
+        f"{rate['encode']:.0f} | 1.00 | | | |",
+        f"| `npminilm encode --input` (fresh process) | {t_stream:.1f} | {n / t_stream:.0f} | "
+        f"{n / t_stream / rate['encode']:.2f} | | {rss_stream:.0f} peak (whole process) | |",
+    ]
+    lines.append(f"| `--ray` job: embed_corpus + RayEncoder (2 actors, driver-fed) | "
+                 f"{', '.join(f'{t:.1f}' for t in times['ray-cli'])} | {rate['ray-cli']:.0f} | "
+                 f"{rate['ray-cli'] / rate['encode']:.2f} | | | {result['diffs']['ray-cli']:.1e} |")
+    for name, label in (("ray-npminilm", "Ray Data + npminilm `Embedder`"),
+                        ("ray-st", "Ray Data + sentence-transformers actor")):
+        startup, rss, hwm = result["probes"][name]
+        lines.append(f"| {label} | {', '.join(f'{t:.1f}' for t in times[name])} | {rate[name]:.0f} | "
+                     f"{rate[name] / rate['encode']:.2f} | {startup:.2f} | {rss:.0f} / {hwm:.0f} | "
+                     f"{result['diffs'][name]:.1e} |")
+    ratio = rate["ray-npminilm"] / rate["ray-st"]
+    lines += ["", f"Ray Data + npminilm / Ray Data + sentence-transformers: {ratio:.2f}x "
+              "texts/s. Start-up: from asking Ray for one actor to its first embedding (a new worker process, "
+              "imports, model load); RSS: that actor's after embedding 2,000 texts."]
+    return lines
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--small", type=int, default=4000)
     parser.add_argument("--large", type=int, default=40000)
     parser.add_argument("--chunk-size", type=int, default=2000)
+    parser.add_argument("--ray-texts", type=int, default=20000)
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of the Ray comparison")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
@@ -81,6 +135,7 @@ def main():
         t_encode = time.perf_counter() - start
         t_large, rss_large = run_command(tmp / "large.txt", tmp / "large.npy", args.chunk_size)
         diff = float(np.abs(np.load(tmp / "small.npy") - reference).max())
+        ray_lines = ray_section(tmp, sentences, args, encoder.folder)
     cpu, isa, blas, _ = machine()
     stamp = datetime.datetime.now(datetime.timezone.utc)
     lines = [
@@ -104,7 +159,7 @@ def main():
         f"{rss_small:.0f} MB at {args.small} texts, {rss_large:.0f} MB at {args.large} ({args.large // args.small}x "
         f"the texts). Max abs difference from encode: {diff:.1e}.",
     ]
-    text = "\n".join(lines) + "\n"
+    text = "\n".join(lines + ray_lines) + "\n"
     print(text)
     out = args.out or ROOT / "benchmarks" / "results" / "corpus" / f"corpus_bench-{stamp:%Y-%m-%d-%H%M}.md"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -105,3 +105,16 @@ def test_cli_errors_are_one_line(tmp_path, model_dir):
     ok = run_cli("-m", str(model_dir), "encode", "--input", str(tmp_path / "c.txt"), "-o", str(tmp_path / "s.npy"),
                  "--on-error", "skip", "--resume")
     assert ok.returncode == 0 and "1 texts embedded" in ok.stderr and "1 bad rows skipped" in ok.stderr
+
+
+def test_normalize_option_reaches_the_job(encoder, tmp_path):
+    lines = corpus_lines(40, int(np.random.SeedSequence().entropy % 2**31))
+    (tmp_path / "c.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    embed_corpus(encoder, tmp_path / "c.txt", tmp_path / "raw.npy", chunk_size=16, normalize_embeddings=False)
+    raw = np.load(tmp_path / "raw.npy")
+    assert_close(raw, encoder.encode(lines, normalize_embeddings=False), 1e-6, name="unnormalised corpus")
+    assert np.abs(np.linalg.norm(raw, axis=1) - 1).max() > 1e-2  # all-MiniLM-L6-v2's raw vectors are not unit
+    result = run_cli("encode", "--input", str(tmp_path / "c.txt"), "--output", str(tmp_path / "cli.npy"),
+                     "--no-normalize")
+    assert result.returncode == 0, result.stderr
+    assert_close(np.load(tmp_path / "cli.npy"), raw, 1e-6, name="--no-normalize")
