@@ -2,8 +2,8 @@
 actor.
 
     ds = ray.data.read_parquet("s3://bucket/corpus/")
-    ds = ds.map_batches(Embedder, fn_constructor_kwargs={"column": "text"}, concurrency=4, num_cpus=1,
-                        batch_size=256)                    # or: ds = embed_dataset(ds, column="text", concurrency=4)
+    ds = ds.map_batches(Embedder, fn_constructor_kwargs={"column": "text"}, num_cpus=1, batch_size=256,
+                        compute=ray.data.ActorPoolStrategy(size=4))   # or: embed_dataset(ds, concurrency=4)
     ds.write_parquet("s3://bucket/embeddings/")
 
 An actor loads the model once and encodes on the CPUs Ray gave it (`num_cpus`): npminilm's batches side by side
@@ -145,7 +145,7 @@ def _check_reachable(address, timeout=5.0):
 
     host, sep, port = str(address).split("://")[-1].rpartition(":")
     if not sep or not port.isdigit():
-        return  # "auto", "local", "ray://...": Ray's own to resolve
+        return  # "auto", "local": Ray's own to resolve
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
     except OSError as exc:
@@ -203,7 +203,8 @@ def _with_column(batch, name, emb):
 # ------------------------------------------------------------------------------------------ threads
 
 def _actor_cpus():
-    """The CPUs Ray assigned this actor or task (at least one), or None outside a Ray worker."""
+    """The CPUs Ray assigned this actor or task (at least one), or None outside a Ray worker (in a driver,
+    whose threads are its own to choose)."""
     try:
         import ray
     except ImportError:
