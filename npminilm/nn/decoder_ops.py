@@ -1,6 +1,6 @@
 """The modern decoder's ops as forward/backward pairs: RMSNorm, rotary position embeddings (HF Llama's
-rotate_half convention), the SwiGLU feed-forward, grouped-query attention, and Mixtral's mixture of experts
-with the Switch Transformer's load-balancing loss.
+rotate_half convention), the SwiGLU feed-forward, grouped-query attention, Mixtral's mixture of experts with the
+Switch Transformer's load-balancing loss, and Mamba's causal depthwise convolution and selective scan.
 
 Same contract as `ops.py`: `*_forward(...) -> (out, cache)`, `*_backward(dout, cache)` -> the gradients of the
 forward's float array inputs in argument order. Shapes: B batch, T time, C channels, NH query heads, NKV key/value
@@ -207,3 +207,83 @@ def load_balancing_backward(dloss, cache):
     f, rows, n_experts, shapes = cache
     row = dloss * n_experts * f / rows  # (E,)
     return [np.broadcast_to(row, shape).copy() for shape in shapes]
+
+
+# ---------------------------------------------------------------------------------- Mamba (selective SSM)
+# Shapes: D the mixer's inner width, N the state size, K the convolution's width.
+
+
+def causal_conv1d_forward(x, weight, bias=None):
+    """Depthwise causal convolution over time (Mamba's conv1d, PyTorch's Conv1d with groups=D and padding K-1
+    cut to the first T outputs): y[:, t, d] = b[d] + sum_j w[d, j] x[:, t + j - K + 1, d], x = 0 before t = 0.
+    x (B, T, D); weight (D, K); bias (D,) or None."""
+    B, T, D = x.shape
+    K = weight.shape[1]
+    padded = np.concatenate([np.zeros((B, K - 1, D), x.dtype), x], axis=1)  # (B, T + K - 1, D)
+    y = sum(padded[:, j:j + T] * weight[:, j] for j in range(K))
+    if bias is not None:
+        y = y + bias
+    return y, (padded, weight, bias is not None)
+
+
+# y_t = b + sum_j w_j x_{t+j-K+1}:  dx_s = sum_j w_j dy_{s-j+K-1},  dw_j = sum_{b,t} dy_t x_{t+j-K+1},  db = sum dy
+def causal_conv1d_backward(dout, cache):
+    padded, weight, has_bias = cache
+    B, T, D = dout.shape
+    K = weight.shape[1]
+    dpadded = np.zeros_like(padded)
+    dw = np.empty_like(weight)
+    for j in range(K):
+        dpadded[:, j:j + T] += dout * weight[:, j]
+        dw[:, j] = np.sum(dout * padded[:, j:j + T], axis=(0, 1))
+    db = dout.sum(axis=(0, 1)) if has_bias else None
+    return dpadded[:, K - 1:], dw, db
+
+
+def selective_scan_forward(u, dt, A, Bm, Cm, D, z, dt_bias):
+    """Mamba's selective scan (the paper's reference algorithm, as transformers' mamba_selective_scan runs it):
+        delta = softplus(dt + dt_bias)                                   input-dependent step (B, T, D)
+        h_t = exp(delta_t A) h_{t-1} + delta_t B_t u_t,  h_{-1} = 0     (B, D, N) per step
+        y_t = (C_t . h_t + D u_t) * silu(z_t)
+    u, dt, z (B, T, D); A (D, N) (negative: -exp(A_log)); Bm, Cm (B, T, N); D, dt_bias (D,). -> y (B, T, D)."""
+    x = dt + dt_bias
+    delta = np.logaddexp(0.0, x)  # softplus, without overflow
+    dA = np.exp(delta[..., None] * A)  # (B, T, D, N)
+    dBu = (delta * u)[..., None] * Bm[:, :, None, :]  # (B, T, D, N)
+    h = np.empty_like(dA)
+    state = np.zeros_like(dA[:, 0])
+    for t in range(u.shape[1]):
+        state = dA[:, t] * state + dBu[:, t]
+        h[:, t] = state
+    s = np.einsum("btdn,btn->btd", h, Cm)  # C_t . h_t
+    y0 = s + u * D
+    sig = 1.0 / (1.0 + np.exp(-z))
+    return y0 * z * sig, (u, x, delta, A, Bm, Cm, D, z, sig, dA, h, y0)
+
+
+# With g = dy silu(z):  dz = dy y0 silu'(z), dD = sum g u, du = g D + ..., dC_t = sum_d g_t h_t,
+# and backwards in time the state's gradient  dh_t = g_t C_t + exp(delta_{t+1} A) dh_{t+1}:
+#   d exp(delta_t A) = dh_t h_{t-1}  ->  d(delta_t A) = that * exp(delta_t A)  ->  ddelta += sum_n . A, dA += . delta
+#   d(delta_t B_t u_t) = dh_t  ->  ddelta += sum_n dh B u, dB_t = sum_d dh delta u, du += sum_n dh delta B
+#   delta = softplus(x): dx = ddelta sigmoid(x);  ddt = dx, ddt_bias = sum dx
+def selective_scan_backward(dout, cache):
+    u, x, delta, A, Bm, Cm, D, z, sig, dA, h, y0 = cache
+    T = u.shape[1]
+    g = dout * z * sig
+    dz = dout * y0 * sig * (1.0 + z * (1.0 - sig))
+    dD = np.sum(g * u, axis=(0, 1))
+    dCm = np.einsum("btd,btdn->btn", g, h)
+    dh = np.empty_like(h)
+    carry = np.zeros_like(h[:, 0])
+    for t in reversed(range(T)):
+        carry = g[:, t, :, None] * Cm[:, t, None, :] + carry
+        dh[:, t] = carry
+        carry = carry * dA[:, t]  # into h_{t-1} through h_t = dA_t h_{t-1} + ...
+    h_prev = np.concatenate([np.zeros_like(h[:, :1]), h[:, :-1]], axis=1)
+    d_delta_A = dh * h_prev * dA  # (B, T, D, N)
+    ddelta = np.sum(d_delta_A * A, axis=-1) + np.einsum("btdn,btn->btd", dh, Bm) * u
+    dAm = np.einsum("btdn,btd->dn", d_delta_A, delta)
+    dBm = np.einsum("btdn,btd->btn", dh, delta * u)
+    du = g * D + np.einsum("btdn,btn->btd", dh, Bm) * delta
+    dx = ddelta / (1.0 + np.exp(-x))
+    return du, dx, dAm, dBm, dCm, dD, dz, dx.sum(axis=(0, 1))

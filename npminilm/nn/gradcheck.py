@@ -263,6 +263,19 @@ def _load_balancing(rng):
                   decoder_ops.load_balancing_backward, {"probs_0": probs[0], "probs_1": probs[1]})
 
 
+def _causal_conv1d(rng):
+    return OpCase(decoder_ops.causal_conv1d_forward, decoder_ops.causal_conv1d_backward,
+                  {"x": _normal(rng, 2, 7, 5), "weight": _normal(rng, 5, 4), "bias": _normal(rng, 5)})
+
+
+def _selective_scan(rng):
+    B, T, D, N = 2, 6, 3, 4
+    return OpCase(decoder_ops.selective_scan_forward, decoder_ops.selective_scan_backward,
+                  {"u": _normal(rng, B, T, D), "dt": _normal(rng, B, T, D), "A": -np.exp(_normal(rng, D, N) * 0.5),
+                   "B": _normal(rng, B, T, N), "C": _normal(rng, B, T, N), "D": _normal(rng, D),
+                   "z": _normal(rng, B, T, D), "dt_bias": _normal(rng, D) * 0.5})
+
+
 OPS = {
     "linear": _linear,
     "embedding": _embedding,
@@ -292,6 +305,8 @@ OPS = {
     "moe_top1": _moe(1, normalize=False),
     "moe_top2": _moe(2),
     "load_balancing": _load_balancing,
+    "causal_conv1d": _causal_conv1d,
+    "selective_scan": _selective_scan,
 }
 
 

@@ -189,3 +189,55 @@ def test_load_balancing_loss_equals_mixtral(dtype):
         ref = E * torch.sum(counts / rows * sum(p.sum(0) for p in tp) / rows)
     ref.backward()
     check([np.asarray(loss), *dlogits], [ref, *(z.grad for z in tz)], ["loss", "dz0", "dz1", "dz2"], dtype)
+
+
+def scan_reference(u, dt, A, B, C, D, z, dt_bias):
+    """The selective scan in torch float64, step by step (transformers' mamba_selective_scan casts B and u to
+    float32)."""
+    delta = torch.nn.functional.softplus(dt + dt_bias)  # (B, T, D)
+    state = torch.zeros(u.shape[0], u.shape[2], A.shape[1], dtype=u.dtype)
+    ys = []
+    for t in range(u.shape[1]):
+        state = torch.exp(delta[:, t, :, None] * A) * state + (delta[:, t] * u[:, t])[..., None] * B[:, t, None, :]
+        ys.append((state * C[:, t, None, :]).sum(-1))
+    return (torch.stack(ys, 1) + u * D) * torch.nn.functional.silu(z)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_selective_scan_equals_transformers_mamba(dtype):
+    from transformers.models.mamba.modeling_mamba import mamba_selective_scan
+
+    rng = np.random.default_rng()
+    Bt, T, D, N = 2, 9, 6, 4
+    u, dt, z, dy = (rng.standard_normal((Bt, T, D)).astype(dtype) for _ in range(4))
+    A = -np.exp(rng.standard_normal((D, N)) * 0.5).astype(dtype)
+    Bm, Cm = (rng.standard_normal((Bt, T, N)).astype(dtype) for _ in range(2))
+    Dskip, dt_bias = rng.standard_normal(D).astype(dtype), (rng.standard_normal(D) * 0.5).astype(dtype)
+    inputs = [u, dt, A, Bm, Cm, Dskip, z, dt_bias]
+    y, cache = decoder_ops.selective_scan_forward(*inputs)
+    grads = decoder_ops.selective_scan_backward(dy, cache)
+    t = [leaf(x) for x in inputs]
+    if dtype == np.float32:  # transformers' layout: (B, D, T) sequences, (B, N, T) for B and C
+        ty = mamba_selective_scan(t[0].transpose(1, 2), t[1].transpose(1, 2), t[2], t[3].transpose(1, 2),
+                                  t[4].transpose(1, 2), D=t[5], z=t[6].transpose(1, 2), delta_bias=t[7],
+                                  delta_softplus=True).transpose(1, 2)
+    else:
+        ty = scan_reference(*t)
+    (ty * torch.from_numpy(dy)).sum().backward()
+    check([y, *grads], [ty, *(x.grad for x in t)], ["y", "du", "ddt", "dA", "dB", "dC", "dD", "dz", "ddt_bias"],
+          dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_causal_conv1d_equals_transformers_mamba(dtype):
+    from transformers.models.mamba.modeling_mamba import causal_conv1d_fn
+
+    rng = np.random.default_rng()
+    x, dy = (rng.standard_normal((2, 11, 6)).astype(dtype) for _ in range(2))
+    w, b = rng.standard_normal((6, 4)).astype(dtype), rng.standard_normal(6).astype(dtype)
+    y, cache = decoder_ops.causal_conv1d_forward(x, w, b)
+    tx, tw, tb = leaf(x), leaf(w), leaf(b)
+    ty = causal_conv1d_fn(tx.transpose(1, 2), tw, tb).transpose(1, 2)  # Conv1d over (B, D, T), no activation
+    (ty * torch.from_numpy(dy)).sum().backward()
+    check([y, *decoder_ops.causal_conv1d_backward(dy, cache)], [ty, tx.grad, tw.grad, tb.grad],
+          ["y", "dx", "dw", "db"], dtype)
