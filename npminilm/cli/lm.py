@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..decoder.config import FFNS, NORMS, POSITIONS
+from ..decoder.config import FFNS, MIXERS, NORMS, POSITIONS
 from ..errors import DataError, UsageError
 from .common import EXIT_OK, positive_float, positive_int, unit_float
 
@@ -28,7 +28,8 @@ def add_commands(sub) -> None:
     p.add_argument("--block-size", type=positive_int, default=64, metavar="T")
     p.add_argument("--dropout", type=unit_float, default=0.2, metavar="P")
     p.add_argument("--norm", choices=NORMS, default="layernorm", help="layernorm (GPT-2) or rmsnorm (Llama)")
-    p.add_argument("--pos", choices=POSITIONS, default="learned", help="learned position embeddings or rope")
+    p.add_argument("--pos", choices=POSITIONS, default=None,
+                   help="learned position embeddings, rope, or none (default: learned; none with --mixer mamba)")
     p.add_argument("--ffn", choices=FFNS, default="gelu", help="gelu (GPT-2) or swiglu (Llama)")
     p.add_argument("--n-kv-head", type=positive_int, default=None, metavar="NKV",
                    help="key/value heads, dividing --n-head (default: one per head; 1: multi-query)")
@@ -40,6 +41,11 @@ def add_commands(sub) -> None:
     p.add_argument("--moe-top-k", type=positive_int, default=2, metavar="K", help="experts per token (default 2)")
     p.add_argument("--moe-aux-coef", type=float, default=0.01, metavar="W",
                    help="weight of the load-balancing loss (default 0.01)")
+    p.add_argument("--mixer", choices=MIXERS, default="attention",
+                   help="attention, or mamba: a selective state-space mixer, and no feed-forward")
+    p.add_argument("--mamba-d-state", type=positive_int, default=16, metavar="N")
+    p.add_argument("--mamba-d-conv", type=positive_int, default=4, metavar="K")
+    p.add_argument("--mamba-expand", type=positive_int, default=2, metavar="X")
     p.add_argument("--lr", type=positive_float, default=3e-4, metavar="LR", help="peak learning rate")
     p.add_argument("--min-lr", type=float, default=None, metavar="LR", help="final learning rate (default lr/10)")
     p.add_argument("--warmup-iters", type=int, default=None, metavar="N", help="default min(100, iters/10)")
@@ -121,9 +127,11 @@ def cmd_lm_train(args) -> int:
         tok = _tokenizer(args, text)
         config = GPTConfig(vocab_size=tok.vocab_size, block_size=args.block_size, n_embd=args.n_embd,
                            n_layer=args.n_layer, n_head=args.n_head, dropout=args.dropout, norm=args.norm,
-                           pos=args.pos, ffn=args.ffn, n_kv_head=args.n_kv_head, rope_theta=args.rope_theta,
+                           pos=args.pos or ("none" if args.mixer == "mamba" else "learned"), ffn=args.ffn,
+                           n_kv_head=args.n_kv_head, rope_theta=args.rope_theta,
                            bias=args.bias, moe_experts=args.moe_experts, moe_top_k=args.moe_top_k,
-                           moe_aux_coef=args.moe_aux_coef)
+                           moe_aux_coef=args.moe_aux_coef, mixer=args.mixer, mamba_d_state=args.mamba_d_state,
+                           mamba_d_conv=args.mamba_d_conv, mamba_expand=args.mamba_expand)
     ids = np.asarray(tok.encode(text), dtype=np.int64)
     split_data(ids, tc.val_fraction, config.block_size)  # fail on a short corpus before printing anything
     n_params = sum(int(np.prod(s)) for s in param_shapes(config).values())

@@ -2,7 +2,8 @@
 
 The defaults are GPT-2's (LayerNorm, learned positions, a GELU feed-forward, one key/value head per query head,
 biases). `norm="rmsnorm"`, `pos="rope"`, `ffn="swiglu"` and `n_kv_head < n_head` give a Llama-style decoder, and
-`moe_experts=E` with `moe_top_k=k` a Mixtral-style one.
+`moe_experts=E` with `moe_top_k=k` a Mixtral-style one; `mixer="mamba"` (with `pos="none"`) a Mamba decoder, whose
+blocks are a norm and a selective state-space mixer.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from dataclasses import asdict, dataclass, fields
 from ..errors import InvalidArgumentError
 
 NORMS = ("layernorm", "rmsnorm")
-POSITIONS = ("learned", "rope")
+POSITIONS = ("learned", "rope", "none")
 FFNS = ("gelu", "swiglu")
+MIXERS = ("attention", "mamba")
 
 
 @dataclass
@@ -35,6 +37,11 @@ class GPTConfig:
     moe_experts: int = 0  # 0: a dense feed-forward; E: Mixtral's sparse mixture of E SwiGLU experts
     moe_top_k: int = 2  # experts per token
     moe_aux_coef: float = 0.01  # weight of the load-balancing loss in the training loss
+    mixer: str = "attention"  # or "mamba": a selective state-space mixer in place of attention, and no FFN
+    mamba_d_state: int = 16  # N, the state's size per channel
+    mamba_d_conv: int = 4  # K, the causal convolution's width
+    mamba_expand: int = 2  # the mixer's inner width D = expand C
+    mamba_dt_rank: int | None = None  # R, the step's low-rank projection; None: ceil(C / 16)
 
     def __post_init__(self):
         if self.n_kv_head is None:
@@ -49,9 +56,21 @@ class GPTConfig:
             raise InvalidArgumentError(f"n_kv_head {self.n_kv_head} must divide n_head {self.n_head}")
         if not 0.0 <= self.dropout < 1.0:
             raise InvalidArgumentError(f"dropout must be in [0, 1), got {self.dropout}")
-        for name, choices in (("norm", NORMS), ("pos", POSITIONS), ("ffn", FFNS)):
+        for name, choices in (("norm", NORMS), ("pos", POSITIONS), ("ffn", FFNS), ("mixer", MIXERS)):
             if getattr(self, name) not in choices:
                 raise InvalidArgumentError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
+        if (self.mixer == "mamba") != (self.pos == "none"):
+            raise InvalidArgumentError("a Mamba mixer has no position embeddings and attention needs them: use "
+                                       "pos='none' with mixer='mamba', and only then")
+        if self.mixer == "mamba":
+            if self.moe_experts:
+                raise InvalidArgumentError("a Mamba block has no feed-forward to make a mixture of experts of")
+            if self.mamba_dt_rank is None:
+                self.mamba_dt_rank = -(-self.n_embd // 16)
+            for name in ("mamba_d_state", "mamba_d_conv", "mamba_expand", "mamba_dt_rank"):
+                value = getattr(self, name)
+                if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                    raise InvalidArgumentError(f"{name} must be a positive integer, got {value!r}")
         if self.pos == "rope" and self.head_size % 2:
             raise InvalidArgumentError(f"rotary positions need an even head size, got {self.head_size}")
         if self.n_inner is None:
@@ -73,6 +92,14 @@ class GPTConfig:
     @property
     def head_size(self) -> int:
         return self.n_embd // self.n_head
+
+    @property
+    def mamba_inner(self) -> int:
+        return self.mamba_expand * self.n_embd
+
+    @property
+    def dt_rank(self) -> int:
+        return self.mamba_dt_rank
 
     @property
     def kv_size(self) -> int:

@@ -5,6 +5,7 @@
                                                                  k_proj, v_proj; attention_bias = bias)
     the same with moe_experts, no biases                     ->  MixtralForCausalLM (the experts' gate and up
                                                                  stacked into gate_up_proj)
+    mixer mamba + rmsnorm                                    ->  MambaForCausalLM (MambaMixer's own names)
 Other mixtures have no transformers class and are refused.
 """
 
@@ -23,7 +24,11 @@ from .model import param_shapes
 
 
 def architecture(config: GPTConfig) -> str:
-    """"gpt2", "llama" or "mixtral": the transformers architecture with the same function as `config`'s."""
+    """"gpt2", "llama", "mixtral" or "mamba": the transformers architecture with the function of `config`'s."""
+    if config.mixer == "mamba":
+        if config.norm == "rmsnorm":
+            return "mamba"
+        raise InvalidArgumentError("export: MambaForCausalLM normalises with RMSNorm (norm='rmsnorm')")
     parts = (config.norm, config.pos, config.ffn)
     if parts == ("layernorm", "learned", "gelu") and config.n_kv_head == config.n_head and config.bias:
         return "gpt2"
@@ -41,7 +46,10 @@ def architecture(config: GPTConfig) -> str:
 
 def hf_state_dict(params, config: GPTConfig) -> dict[str, np.ndarray]:
     """The tensors of the transformers model (`architecture`), from ours (or from our gradients)."""
-    if architecture(config) in ("llama", "mixtral"):
+    arch = architecture(config)
+    if arch == "mamba":
+        return _mamba_state_dict(params, config)
+    if arch in ("llama", "mixtral"):
         return _llama_state_dict(params, config)
     out = {}
     for name in param_shapes(config):
@@ -78,9 +86,32 @@ def _llama_state_dict(params, config):
     return {k: np.ascontiguousarray(v) for k, v in out.items()}
 
 
+def _mamba_state_dict(params, config):
+    out = {"backbone.embeddings.weight": params["wte.weight"], "backbone.norm_f.weight": params["ln_f.weight"]}
+    for i in range(config.n_layer):
+        for name, value in params.items():
+            prefix = f"h.{i}."
+            if not name.startswith(prefix):
+                continue
+            rest = name[len(prefix):]
+            hf = f"backbone.layers.{i}." + ("norm.weight" if rest == "ln_1.weight" else rest)
+            out[hf] = value[:, None, :] if rest == "mixer.conv1d.weight" else value  # Conv1d's (D, 1, K)
+    return {k: np.ascontiguousarray(v) for k, v in out.items()}
+
+
 def hf_config(config: GPTConfig) -> dict:
     """config.json for the transformers class with the same function as ours (tied head, no dropout at export)."""
     arch = architecture(config)
+    if arch == "mamba":
+        return {
+            "model_type": "mamba", "architectures": ["MambaForCausalLM"], "vocab_size": config.vocab_size,
+            "hidden_size": config.n_embd, "num_hidden_layers": config.n_layer, "state_size": config.mamba_d_state,
+            "conv_kernel": config.mamba_d_conv, "expand": config.mamba_expand,
+            "intermediate_size": config.mamba_inner, "time_step_rank": config.dt_rank,
+            "layer_norm_epsilon": config.layer_norm_epsilon, "use_bias": config.bias, "use_conv_bias": True,
+            "hidden_act": "silu", "residual_in_fp32": True, "tie_word_embeddings": True, "use_mambapy": False,
+            "bos_token_id": None, "eos_token_id": None, "pad_token_id": None, "torch_dtype": "float32",
+        }  # fmt: skip
     if arch == "gpt2":
         return {
             "model_type": "gpt2", "architectures": ["GPT2LMHeadModel"],
@@ -113,7 +144,7 @@ def hf_config(config: GPTConfig) -> dict:
 
 def export_hf(checkpoint_dir, out_dir) -> Path:
     """Write a folder that transformers' AutoModelForCausalLM.from_pretrained loads as GPT2LMHeadModel,
-    LlamaForCausalLM or MixtralForCausalLM: config.json + model.safetensors (the head tied to the token embedding), plus our
+    LlamaForCausalLM, MixtralForCausalLM or MambaForCausalLM: config.json + model.safetensors (the head tied to the token embedding), plus our
     tokenizer.json for reference."""
     params, config, tok, _, _, _ = load_checkpoint(checkpoint_dir)
     state = hf_state_dict(params, config)  # refuses an architecture transformers lacks, before writing anything

@@ -11,6 +11,8 @@ instead of wpe; grouped-query attention (c_attn makes C + 2 KV: NH query heads, 
 feed-forward, down(silu(gate x) * up x), without biases; Mixtral's mixture of SwiGLU experts, a router picking k
 of E per token, whose load-balancing loss the cache carries (cache["aux_loss"]; gpt_backward's daux). Together
 they are Llama (`export.py`: LlamaForCausalLM, with attention_bias unless bias=False) and Mixtral decoders.
+`mixer="mamba"` makes each block x + mixer(ln_1(x)), Mamba's selective state-space mixer (`mamba.py`), with no
+positions and no feed-forward: MambaForCausalLM.
 
 Parameters are a dict keyed as GPT-2's checkpoints without the `transformer.` prefix (`wte.weight`,
 `h.0.attn.c_attn.weight`, `ln_f.bias`, ...). One difference: HF's GPT-2 keeps its linear weights in a Conv1D
@@ -62,6 +64,7 @@ from ..nn.ops import (
     linear_forward,
 )
 from .config import GPTConfig
+from .mamba import mamba_backward, mamba_forward, mamba_init, mamba_shapes
 
 
 def param_shapes(config: GPTConfig) -> dict[str, tuple]:
@@ -72,6 +75,9 @@ def param_shapes(config: GPTConfig) -> dict[str, tuple]:
     for i in range(config.n_layer):
         p = f"h.{i}."
         shapes.update(_norm_shapes(p + "ln_1", config))
+        if config.mixer == "mamba":  # MambaBlock: a norm and the mixer, no feed-forward
+            shapes.update(mamba_shapes(p + "mixer.", config))
+            continue
         shapes.update(_linear_shapes(p + "attn.c_attn", (C + 2 * KV, C), config))  # q, k, v stacked
         shapes.update(_linear_shapes(p + "attn.c_proj", (C, C), config))
         shapes.update(_norm_shapes(p + "ln_2", config))
@@ -103,12 +109,15 @@ def init_params(config: GPTConfig, seed=0, dtype=np.float32) -> dict[str, np.nda
     rng = np.random.default_rng(seed)
     params = {}
     for name, shape in param_shapes(config).items():
-        if ".ln_" in name or name.startswith("ln_"):
+        special = mamba_init(name, shape, config, rng) if ".mixer." in name else None
+        if special is not None:
+            value = special
+        elif ".ln_" in name or name.startswith("ln_"):
             value = np.ones(shape) if name.endswith("weight") else np.zeros(shape)
         elif name.endswith("bias"):
             value = np.zeros(shape)
         else:
-            into_residual = name.endswith(("c_proj.weight", "down_proj.weight"))  # experts' too
+            into_residual = name.endswith(("c_proj.weight", "down_proj.weight", "out_proj.weight"))  # experts' too
             std = 0.02 / math.sqrt(2 * config.n_layer) if into_residual else 0.02
             value = rng.standard_normal(shape) * std
         params[name] = value.astype(dtype)
@@ -147,13 +156,15 @@ def gpt_forward(params, idx, config: GPTConfig, rng=None, kv_cache=None):
         raise InvalidArgumentError(f"sequence length {past + T} exceeds the block size {config.block_size}")
     if kv_cache is not None and rng is not None:
         raise InvalidArgumentError("the KV cache is for inference: no dropout rng with it")
+    if kv_cache is not None and config.mixer == "mamba":
+        raise InvalidArgumentError("a Mamba decoder keeps no KV cache: run the full forward")
     p, NH, NKV, C, KV = config.dropout, config.n_head, config.n_kv_head, config.n_embd, config.kv_size
     x, c_tok = embedding_forward(idx, params["wte.weight"])  # (B, T) -> (B, T, C)
     c_pos = rope = None
     if config.pos == "learned":
         pos, c_pos = embedding_forward(np.arange(past, past + T), params["wpe.weight"])  # (T,) -> (T, C)
         x = x + pos  # (B, T, C) + (T, C)
-    else:
+    elif config.pos == "rope":
         cos, sin = rope_tables(np.arange(past, past + T), config.head_size, config.rope_theta, x.dtype)  # (T, hs)
         rope = (cos[:, None, :], sin[:, None, :])  # broadcast over the heads of (B, T, H, hs)
     x, c_edrop = dropout_forward(x, p, rng)
@@ -162,6 +173,12 @@ def gpt_forward(params, idx, config: GPTConfig, rng=None, kv_cache=None):
         w = _block_params(params, i)
         c = {}
         a, c["ln_1"] = _norm_forward(x, w, "ln_1", config)
+        if config.mixer == "mamba":
+            y, c["mixer"] = mamba_forward(a, {k[6:]: v for k, v in w.items() if k.startswith("mixer.")}, config)
+            y, c["resid_drop_1"] = dropout_forward(y, p, rng)
+            x = x + y
+            blocks.append(c)
+            continue
         qkv, c["c_attn"] = linear_forward(a, w["attn.c_attn.weight"], w.get("attn.c_attn.bias"))  # (B, T, C + 2KV)
         q, k, v = qkv[..., :C], qkv[..., C:C + KV], qkv[..., C + KV:]  # (B, T, C), 2 x (B, T, KV)
         if rope is not None:
@@ -254,6 +271,13 @@ def gpt_backward(dlogits, cache, daux=0.0) -> dict[str, np.ndarray]:
     dx = _norm_backward(dx, cache["ln_f"], "ln_f", config, grads)
     for i in reversed(range(config.n_layer)):
         c, g = cache["h"][i], {}
+        if config.mixer == "mamba":  # x1 = x + mixer(ln_1(x))
+            (dy,) = dropout_backward(dx, c["resid_drop_1"])
+            da, dmixer = mamba_backward(dy, c["mixer"], config)
+            g.update({"mixer." + k: v for k, v in dmixer.items()})
+            dx = dx + _norm_backward(da, c["ln_1"], "ln_1", config, g)
+            grads.update({f"h.{i}.{k}": v for k, v in g.items()})
+            continue
         (dh,) = dropout_backward(dx, c["resid_drop_2"])
         if config.moe_experts:
             dm, *dw = moe_backward(dh, c["moe"], dprobs[i])

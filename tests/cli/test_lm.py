@@ -79,6 +79,28 @@ def test_export_writes_gpt2_folder(checkpoint, tmp_path, capsys):
     assert tensors["transformer.h.0.mlp.c_fc.weight"].shape == (16, 64)
 
 
+@pytest.mark.parametrize("flags, model_type", [
+    (["--norm", "rmsnorm", "--pos", "rope", "--ffn", "swiglu", "--n-kv-head", "1"], "llama"),
+    (["--norm", "rmsnorm", "--pos", "rope", "--ffn", "swiglu", "--no-bias", "--moe-experts", "3", "--moe-top-k", "2"],
+     "mixtral"),
+    (["--norm", "rmsnorm", "--mixer", "mamba", "--mamba-d-state", "4"], "mamba"),
+])  # fmt: skip
+def test_components_train_sample_and_export(flags, model_type, corpus, tmp_path, capsys):
+    status, out, err = run(capsys, "lm", "train", "--data", str(corpus), *TRAIN, *flags, "--out", str(tmp_path / "m"))
+    assert status == 0 and err == "", err
+    stored = json.loads((tmp_path / "m" / "config.json").read_text())["model"]
+    assert stored["norm"] == "rmsnorm" and stored["mixer"] == ("mamba" if model_type == "mamba" else "attention")
+    assert stored["pos"] == ("none" if model_type == "mamba" else "rope")
+    status, out, _ = run(capsys, "lm", "sample", str(tmp_path / "m"), "--prompt", "ROMEO", "--max-new-tokens", "20",
+                         "--seed", "3")
+    assert status == 0 and out.startswith("ROMEO") and len(out.rstrip("\n")) == 25
+    status, again, _ = run(capsys, "lm", "sample", str(tmp_path / "m"), "--prompt", "ROMEO", "--max-new-tokens",
+                           "20", "--seed", "3", "--no-kv-cache")
+    assert status == 0 and again == out  # inside the block: the cache changes nothing
+    status, out, _ = run(capsys, "lm", "export", str(tmp_path / "m"), "--hf", str(tmp_path / "hf"))
+    assert status == 0 and json.loads((tmp_path / "hf" / "config.json").read_text())["model_type"] == model_type
+
+
 @pytest.mark.parametrize("case, message", [
     ("missing", "No such file or directory"),
     ("empty", "the corpus is empty"),

@@ -23,8 +23,12 @@ VARIANTS = {  # name: config overrides on a tiny decoder (C = 8)
     "rope-layernorm-gelu": {"pos": "rope", "rope_theta": 500.0},
     "rmsnorm-learned-swiglu-gqa": {"norm": "rmsnorm", "ffn": "swiglu", "n_head": 4, "n_kv_head": 2, "n_inner": 12},
     "mixtral-top2": {**LLAMA, "moe_experts": 3, "moe_top_k": 2, "bias": False, "n_inner": 6, "moe_aux_coef": 0.3},
-    "moe-top1-gqa-biased": {**LLAMA, "moe_experts": 4, "moe_top_k": 1, "n_head": 4, "n_kv_head": 2, "n_inner": 6},
+    "moe-top1-gqa-biased": {**LLAMA, "moe_experts": 4, "moe_top_k": 1, "n_head": 4, "n_kv_head": 2, "n_inner": 6,
+                            "moe_aux_coef": 0.5},  # top-1 renormalised: the router learns from this loss alone
     "gelu-no-bias": {"bias": False},
+    "mamba": {"mixer": "mamba", "pos": "none", "norm": "rmsnorm", "bias": False, "mamba_d_state": 3,
+              "mamba_d_conv": 3},
+    "mamba-biased-layernorm": {"mixer": "mamba", "pos": "none", "mamba_expand": 1, "mamba_dt_rank": 2},
 }
 
 
@@ -39,6 +43,8 @@ def test_variant_gradients_match_finite_differences(name, dropout):
     config = tiny(name, dropout=dropout)
     params = perturbed_params(config)
     rng = np.random.default_rng()
+    for key in [k for k in params if k.endswith("dt_proj.bias")]:  # Mamba's init steps by ~0.01: gradients
+        params[key] = rng.standard_normal(params[key].shape) * 0.5  # through A that small drown in FD rounding
     idx, targets = rng.integers(0, 11, (2, 6)), rng.integers(0, 11, (2, 6))
     seed = int(rng.integers(2**31))
 
@@ -51,10 +57,13 @@ def test_variant_gradients_match_finite_differences(name, dropout):
     grads = gpt_backward(cross_entropy_backward(1.0, ce_cache)[0], cache, daux=config.moe_aux_coef)
     assert (cache["aux_loss"] > 0) == bool(config.moe_experts)
     assert list(grads) == list(param_shapes(config))
+    # Mamba's mixer tensors get gradients ~1e-4 of the loss, where finite differences' rounding (~1e-10) is a
+    # few 1e-6 of them: 1e-5 there (its float64 autograd comparison, in test_modern_oracle.py, is 1e-10)
+    threshold = 1e-5 if config.mixer == "mamba" else THRESHOLD
     for key, p in params.items():
         num = numerical_grad(lambda x, key=key: loss({**params, key: x})[0], p)
         err = max_rel_error(num, grads[key])
-        assert err < THRESHOLD, f"{name} {key}: max relative error {err:.2e}"
+        assert err < threshold, f"{name} {key}: max relative error {err:.2e}"
 
 
 def test_variant_shapes():
@@ -95,7 +104,10 @@ def test_config_refuses_what_cannot_work():
     assert GPTConfig.from_dict(GPTConfig(vocab_size=5, **LLAMA).to_dict()) == GPTConfig(vocab_size=5, **LLAMA)
 
 
-@pytest.mark.parametrize("name", list(VARIANTS))
+ATTENTION = [name for name in VARIANTS if "mamba" not in name]
+
+
+@pytest.mark.parametrize("name", ATTENTION)
 @pytest.mark.parametrize("dtype, atol", [("float32", 1e-5), ("float64", 1e-12)])
 def test_kv_cache_logits_equal_the_full_forward(name, dtype, atol):
     """Prefill some tokens, then feed the rest one or two at a time: each position's logits equal the full
