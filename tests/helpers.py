@@ -24,6 +24,17 @@ def rel_error(a, b):
     return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-300))
 
 
+def assert_model_gradients(ours, model, bar, label):
+    """Our gradients (keyed by the transformers model's names) against `model`'s .grad after a backward: the
+    same tensors, each within `bar` relative; prints the worst."""
+    ref = {n: p.grad.numpy() for n, p in model.named_parameters()}
+    assert sorted(ours) == sorted(ref), "both engines must give gradients for the same tensors"
+    errors = {name: rel_error(g, ref[name]) for name, g in ours.items()}
+    worst = max(errors, key=errors.get)
+    print(f"\n{label}: worst relative gradient error {errors[worst]:.2e} ({worst})")
+    assert errors[worst] <= bar, f"{worst}: {errors[worst]:.2e} > {bar}"
+
+
 POOLING_KEYS = {"cls": "pooling_mode_cls_token", "max": "pooling_mode_max_tokens",
                 "mean": "pooling_mode_mean_tokens", "mean_sqrt_len_tokens": "pooling_mode_mean_sqrt_len_tokens"}
 

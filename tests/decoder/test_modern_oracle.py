@@ -17,7 +17,7 @@ from npminilm.decoder.model import gpt_backward, gpt_forward, init_params
 from npminilm.decoder.tokenizers import CharTokenizer
 from npminilm.errors import InvalidArgumentError
 from npminilm.nn.losses import cross_entropy_backward, cross_entropy_forward
-from tests.helpers import assert_close, rel_error
+from tests.helpers import assert_close, assert_model_gradients, rel_error
 
 # (dtype, max relative gradient error per tensor, max abs logit difference). float32: the bars. float64:
 # LlamaRMSNorm normalises in float32 and LlamaRotaryEmbedding computes cos and sin in float32 whatever the
@@ -100,13 +100,7 @@ def test_logits_and_gradients_match_torch(exported, dtype, bar, logit_bar):
     ref_loss.backward()
     assert_close(logits, ref_logits.detach().numpy(), atol=logit_bar, name=f"logits {dtype}")
     assert abs(float(loss) - ref_loss.item()) < max(logit_bar, 1e-6)
-    ref = {n: p.grad.numpy() for n, p in model.named_parameters()}
-    ours = hf_state_dict(grads, config)
-    assert sorted(ours) == sorted(ref), "both engines must give gradients for the same tensors"
-    errors = {name: rel_error(g, ref[name]) for name, g in ours.items()}
-    worst = max(errors, key=errors.get)
-    print(f"\n{dtype}: worst relative gradient error {errors[worst]:.2e} ({worst})")
-    assert errors[worst] <= bar, f"{worst}: {errors[worst]:.2e} > {bar}"
+    assert_model_gradients(hf_state_dict(grads, config), model, bar, dtype)
 
 
 def test_fake_loss_gradients_on_a_short_sequence(exported):
