@@ -1,5 +1,6 @@
-"""Sampling speed with and without the KV cache: tokens/s for 256 new tokens from a short prompt, for the GPT-2
-baseline and the Llama-style decoder, in alternating rounds (median), one thread (sampling is one token at a time).
+"""Sampling speed with and without the KV cache (a Mamba decoder's: its recurrent state): tokens/s for 256 new
+tokens from a short prompt, for the GPT-2 baseline, the Llama-, Mixtral- and Mamba-style decoders, in alternating
+rounds (median), one thread (sampling is one token at a time).
 
     python benchmarks/lm_sampling_bench.py [--new-tokens 256] [--rounds 3] [--block-size 64] [--out FILE.md]
 
@@ -30,6 +31,8 @@ VARIANTS = {"GPT-2 (layernorm, learned, gelu)": {},
                                                                     n_kv_head=2),
             "Mixtral-style (the same, 4 experts, top 2, no biases)": dict(norm="rmsnorm", pos="rope", ffn="swiglu",
                                                                           n_kv_head=2, moe_experts=4, moe_top_k=2,
+                                                                          bias=False),
+            "Mamba (rmsnorm, the selective-scan mixer, no biases)": dict(norm="rmsnorm", pos="none", mixer="mamba",
                                                                           bias=False)}
 
 

@@ -7,7 +7,9 @@ new token costs one row of every GEMM and one row of attention instead of a forw
 
 Inference only: there is no backward through the cache (training runs the full forward, whose attention is the
 same function: `KVCache.attend` gives what `attention_forward(causal=True)` gives at those rows).
-Memory: 2 x n_layer x B x block_size x KV floats (grouped-query attention shrinks it by NH / NKV).
+Memory: 2 x n_layer x B x block_size x KV floats (grouped-query attention shrinks it by NH / NKV). A Mamba
+decoder keeps its recurrent state instead (`mamba.mamba_state`): n_layer x B x D x (N + K - 1) floats, whatever
+the length.
 """
 
 from __future__ import annotations
@@ -22,10 +24,13 @@ from .config import GPTConfig
 
 class KVCache:
     def __init__(self, config: GPTConfig, batch=1, dtype=np.float32):
+        self.length = 0  # tokens cached; gpt_forward advances it after its last layer
+        if config.mixer == "mamba":  # a recurrent state instead: per layer, the convolution's last K - 1 inputs
+            self.mamba = [None] * config.n_layer  # and the scan's (B, D, N) state (None: a sequence's start)
+            return
         T, KV = config.block_size, config.kv_size
         self.keys = np.zeros((config.n_layer, batch, T, KV), dtype)  # (L, B, T, KV), filled up to self.length
         self.values = np.zeros((config.n_layer, batch, T, KV), dtype)
-        self.length = 0  # tokens cached; gpt_forward advances it after its last layer
 
     def attend(self, layer, q, k, v, n_head, n_kv_head):
         """Store k, v (B, Tn, KV) after the cached positions of `layer` and attend q (B, Tn, NH hs) to every key

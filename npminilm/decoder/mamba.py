@@ -62,20 +62,30 @@ def mamba_init(name, shape, config, rng):
     return None
 
 
-def mamba_forward(a, w, config):
-    """a (B, T, C) -> (B, T, C), cache. w: this block's mixer tensors, without the `h.i.mixer.` prefix."""
+def mamba_forward(a, w, config, state=None):
+    """a (B, T, C) -> (B, T, C), cache. w: this block's mixer tensors, without the `h.i.mixer.` prefix.
+    state: (the convolution's last K - 1 inputs (B, K - 1, D), the scan's state (B, D, N)) to go on from, for
+    sampling (None: the start of a sequence); the state after these tokens is mamba_state(cache)."""
     D, N, R = config.mamba_inner, config.mamba_d_state, config.dt_rank
+    prefix, h0 = state if state is not None else (None, None)
     xz, c_in = linear_forward(a, w["in_proj.weight"], w.get("in_proj.bias"))  # (B, T, 2D)
     x, z = xz[..., :D], xz[..., D:]
-    xc, c_conv = causal_conv1d_forward(x, w["conv1d.weight"], w["conv1d.bias"])  # (B, T, D)
+    xc, c_conv = causal_conv1d_forward(x, w["conv1d.weight"], w["conv1d.bias"], prefix)  # (B, T, D)
     sig = 1.0 / (1.0 + np.exp(-xc))
     u = xc * sig  # silu
     dbc, c_x = linear_forward(u, w["x_proj.weight"])  # (B, T, R + 2N)
     dt, c_dt = linear_forward(dbc[..., :R], w["dt_proj.weight"])  # (B, T, D); its bias goes into the scan
     A = -np.exp(w["A_log"])  # (D, N)
-    y, c_scan = selective_scan_forward(u, dt, A, dbc[..., R:R + N], dbc[..., R + N:], w["D"], z, w["dt_proj.bias"])
+    y, c_scan = selective_scan_forward(u, dt, A, dbc[..., R:R + N], dbc[..., R + N:], w["D"], z, w["dt_proj.bias"],
+                                       h0)
     out, c_out = linear_forward(y, w["out_proj.weight"], w.get("out_proj.bias"))  # (B, T, C)
     return out, (c_in, c_conv, xc, sig, c_x, c_dt, A, c_scan, c_out)
+
+
+def mamba_state(cache, config):
+    """The state after a mamba_forward: its convolution's last K - 1 inputs and its scan's last state."""
+    c_conv, c_scan = cache[1], cache[7]
+    return c_conv[0][:, c_conv[0].shape[1] - (config.mamba_d_conv - 1):], c_scan[10][:, -1]
 
 
 # Back through each step above in reverse; A = -exp(A_log) gives dA_log = dA * A, and silu's derivative is

@@ -64,7 +64,7 @@ from ..nn.ops import (
     linear_forward,
 )
 from .config import GPTConfig
-from .mamba import mamba_backward, mamba_forward, mamba_init, mamba_shapes
+from .mamba import mamba_backward, mamba_forward, mamba_init, mamba_shapes, mamba_state
 
 
 def param_shapes(config: GPTConfig) -> dict[str, tuple]:
@@ -148,7 +148,8 @@ def gpt_forward(params, idx, config: GPTConfig, rng=None, kv_cache=None):
     The cache names each op's cache after GPT-2's modules (wte, wpe, drop, h: one dict per block, ln_f, lm_head).
 
     kv_cache (a `kv_cache.KVCache`, inference only): idx are the tokens after the cached ones; their keys and
-    values are appended to it and they attend to every cached position (no backward cache is kept)."""
+    values are appended to it and they attend to every cached position (a Mamba decoder goes on from the
+    recurrent state kept there instead)."""
     idx = np.asarray(idx)
     B, T = idx.shape
     past = 0 if kv_cache is None else kv_cache.length
@@ -156,8 +157,6 @@ def gpt_forward(params, idx, config: GPTConfig, rng=None, kv_cache=None):
         raise InvalidArgumentError(f"sequence length {past + T} exceeds the block size {config.block_size}")
     if kv_cache is not None and rng is not None:
         raise InvalidArgumentError("the KV cache is for inference: no dropout rng with it")
-    if kv_cache is not None and config.mixer == "mamba":
-        raise InvalidArgumentError("a Mamba decoder keeps no KV cache: run the full forward")
     p, NH, NKV, C, KV = config.dropout, config.n_head, config.n_kv_head, config.n_embd, config.kv_size
     x, c_tok = embedding_forward(idx, params["wte.weight"])  # (B, T) -> (B, T, C)
     c_pos = rope = None
@@ -174,7 +173,11 @@ def gpt_forward(params, idx, config: GPTConfig, rng=None, kv_cache=None):
         c = {}
         a, c["ln_1"] = _norm_forward(x, w, "ln_1", config)
         if config.mixer == "mamba":
-            y, c["mixer"] = mamba_forward(a, {k[6:]: v for k, v in w.items() if k.startswith("mixer.")}, config)
+            state = None if kv_cache is None else kv_cache.mamba[i]
+            y, c["mixer"] = mamba_forward(a, {k[6:]: v for k, v in w.items() if k.startswith("mixer.")}, config,
+                                          state)
+            if kv_cache is not None:
+                kv_cache.mamba[i] = mamba_state(c["mixer"], config)
             y, c["resid_drop_1"] = dropout_forward(y, p, rng)
             x = x + y
             blocks.append(c)

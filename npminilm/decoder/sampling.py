@@ -43,8 +43,8 @@ def generate(params, config: GPTConfig, prompt_ids, max_new_tokens, temperature=
     use_cache: each new token runs one position through the model against the KV cache (`kv_cache.py`), and
     the logits are those of the full forward over the same context. When the context reaches block_size, the
     cache is rebuilt from the last block_size // 2 tokens (a context shift, as llama.cpp does), and decoding
-    goes on from there. Without the cache, every step runs the full forward over the last block_size tokens, as a
-    Mamba decoder always does here (its recurrent state is not kept between steps)."""
+    goes on from there (a Mamba decoder keeps its recurrent state in the cache, under the same policy). Without
+    the cache, every step runs the full forward over the last block_size tokens."""
     if temperature < 0:
         raise InvalidArgumentError(f"temperature must be >= 0, got {temperature}")
     if top_k is not None and top_k < 1:
@@ -55,7 +55,6 @@ def generate(params, config: GPTConfig, prompt_ids, max_new_tokens, temperature=
     ids = list(prompt_ids) or [0]  # an empty prompt starts from token 0
     new = []
     cache = None
-    use_cache = use_cache and config.mixer == "attention"  # a Mamba decoder runs the full forward (no KV cache)
     for _ in range(max_new_tokens):
         if not use_cache:
             context = np.asarray(ids[-config.block_size:], dtype=np.int64)[None]  # (1, T)

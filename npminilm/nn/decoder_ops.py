@@ -213,13 +213,15 @@ def load_balancing_backward(dloss, cache):
 # Shapes: D the mixer's inner width, N the state size, K the convolution's width.
 
 
-def causal_conv1d_forward(x, weight, bias=None):
+def causal_conv1d_forward(x, weight, bias=None, prefix=None):
     """Depthwise causal convolution over time (Mamba's conv1d, PyTorch's Conv1d with groups=D and padding K-1
     cut to the first T outputs): y[:, t, d] = b[d] + sum_j w[d, j] x[:, t + j - K + 1, d], x = 0 before t = 0.
-    x (B, T, D); weight (D, K); bias (D,) or None."""
+    x (B, T, D); weight (D, K); bias (D,) or None. prefix (B, K - 1, D): the inputs before x (sampling goes on
+    from them; None: zeros). The cache's padded[:, -(K - 1):] is the next call's prefix."""
     B, T, D = x.shape
     K = weight.shape[1]
-    padded = np.concatenate([np.zeros((B, K - 1, D), x.dtype), x], axis=1)  # (B, T + K - 1, D)
+    before = np.zeros((B, K - 1, D), x.dtype) if prefix is None else prefix
+    padded = np.concatenate([before, x], axis=1)  # (B, T + K - 1, D)
     y = sum(padded[:, j:j + T] * weight[:, j] for j in range(K))
     if bias is not None:
         y = y + bias
@@ -240,18 +242,20 @@ def causal_conv1d_backward(dout, cache):
     return dpadded[:, K - 1:], dw, db
 
 
-def selective_scan_forward(u, dt, A, Bm, Cm, D, z, dt_bias):
+def selective_scan_forward(u, dt, A, Bm, Cm, D, z, dt_bias, h0=None):
     """Mamba's selective scan (the paper's reference algorithm, as transformers' mamba_selective_scan runs it):
         delta = softplus(dt + dt_bias)                                   input-dependent step (B, T, D)
         h_t = exp(delta_t A) h_{t-1} + delta_t B_t u_t,  h_{-1} = 0     (B, D, N) per step
         y_t = (C_t . h_t + D u_t) * silu(z_t)
-    u, dt, z (B, T, D); A (D, N) (negative: -exp(A_log)); Bm, Cm (B, T, N); D, dt_bias (D,). -> y (B, T, D)."""
+    u, dt, z (B, T, D); A (D, N) (negative: -exp(A_log)); Bm, Cm (B, T, N); D, dt_bias (D,). -> y (B, T, D).
+    h0 (B, D, N): the state to start from (sampling goes on from the last call's, the cache's h[:, -1]); the
+    backward assumes None (zeros), as training does."""
     x = dt + dt_bias
     delta = np.logaddexp(0.0, x)  # softplus, without overflow
     dA = np.exp(delta[..., None] * A)  # (B, T, D, N)
     dBu = (delta * u)[..., None] * Bm[:, :, None, :]  # (B, T, D, N)
     h = np.empty_like(dA)
-    state = np.zeros_like(dA[:, 0])
+    state = np.zeros_like(dA[:, 0]) if h0 is None else h0
     for t in range(u.shape[1]):
         state = dA[:, t] * state + dBu[:, t]
         h[:, t] = state

@@ -122,27 +122,25 @@ def test_fake_loss_gradients_on_a_short_sequence(exported):
 
 def test_incremental_logits_equal_transformers_generate(exported):
     """transformers' greedy generate with its cache (DynamicCache; Mamba's recurrent state) gives a token path
-    and each step's logits; our KV cache fed the same path (a Mamba decoder: the full forward) gives the same
-    logits, within float32 rounding (transformers' float64 models still normalise and rotate in float32)."""
+    and each step's logits; our cache (keys and values; Mamba's convolution and scan states) fed the same path
+    gives the same logits, within float32 rounding (transformers' float64 models normalise, rotate and scan in
+    float32)."""
     config, params, folder = exported
     model = hf_model(folder, "float64", config)
     rng = np.random.default_rng()
     prompt = rng.integers(0, config.vocab_size, 3).tolist()
     n = config.block_size - 3
-    ref = model.generate(torch.tensor([prompt]), max_new_tokens=n, min_new_tokens=n, do_sample=False,
-                         use_cache=True, pad_token_id=0, output_logits=True, return_dict_in_generate=True)
+    ids = torch.tensor([prompt])  # every token real: generate would take the pad id's tokens for padding
+    ref = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, min_new_tokens=n,
+                         do_sample=False, use_cache=True, pad_token_id=0, output_logits=True,
+                         return_dict_in_generate=True)
     path = ref.sequences[0].tolist()
     ref_logits = torch.stack(ref.logits)[:, 0].numpy()  # (n, V): the logits each new token was chosen from
     ps = {k: v.astype(np.float64) for k, v in params.items()}
-    ours = []
-    if config.mixer == "mamba":
-        for t in range(n):
-            ours.append(gpt_forward(ps, np.asarray([path[:3 + t]]), config)[0][0, -1])
-    else:
-        cache = KVCache(config, dtype=np.float64)
-        ours.append(gpt_forward(ps, np.asarray([prompt]), config, kv_cache=cache)[0][0, -1])
-        for t in range(1, n):
-            ours.append(gpt_forward(ps, np.asarray([[path[2 + t]]]), config, kv_cache=cache)[0][0, -1])
+    cache = KVCache(config, dtype=np.float64)
+    ours = [gpt_forward(ps, np.asarray([prompt]), config, kv_cache=cache)[0][0, -1]]
+    for t in range(1, n):
+        ours.append(gpt_forward(ps, np.asarray([[path[2 + t]]]), config, kv_cache=cache)[0][0, -1])
     assert_close(np.stack(ours), ref_logits, 1e-5, name="incremental logits")
 
 

@@ -104,10 +104,7 @@ def test_config_refuses_what_cannot_work():
     assert GPTConfig.from_dict(GPTConfig(vocab_size=5, **LLAMA).to_dict()) == GPTConfig(vocab_size=5, **LLAMA)
 
 
-ATTENTION = [name for name in VARIANTS if "mamba" not in name]
-
-
-@pytest.mark.parametrize("name", ATTENTION)
+@pytest.mark.parametrize("name", list(VARIANTS))
 @pytest.mark.parametrize("dtype, atol", [("float32", 1e-5), ("float64", 1e-12)])
 def test_kv_cache_logits_equal_the_full_forward(name, dtype, atol):
     """Prefill some tokens, then feed the rest one or two at a time: each position's logits equal the full
@@ -150,7 +147,7 @@ def reference_generate(params, config, prompt, n):
     return ids[len(prompt):]
 
 
-@pytest.mark.parametrize("name", ["gpt2", "llama-gqa"])
+@pytest.mark.parametrize("name", ["gpt2", "llama-gqa", "mamba"])
 def test_sampling_with_the_cache(name):
     config = tiny(name, block_size=8)
     params = perturbed_params(config, dtype=np.float64)
