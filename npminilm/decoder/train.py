@@ -110,10 +110,9 @@ def loss_and_grads(params, config, x, y, rng=None, shard_tokens=None, pool=None)
         logits, cache = gpt_forward(params, xs, config, rngs[i])
         loss, ce_cache = cross_entropy_forward(logits, ys)
         (dlogits,) = cross_entropy_backward(np.asarray(share, logits.dtype), ce_cache)
-        # a mixture of experts adds its load-balancing loss, over this shard's tokens (0 for a dense decoder)
-        aux = config.moe_aux_coef * cache["aux_loss"] if config.moe_experts else 0.0
-        daux = share * config.moe_aux_coef if config.moe_experts else 0.0
-        return share * (float(loss) + aux), gpt_backward(dlogits, cache, daux=daux)
+        # a mixture of experts adds its load-balancing loss, over this shard's tokens (aux_loss is 0 when dense)
+        loss = float(loss) + config.moe_aux_coef * cache["aux_loss"]
+        return share * loss, gpt_backward(dlogits, cache, daux=share * config.moe_aux_coef)
 
     results = list(map(shard, range(len(starts))) if pool is None else pool.map(shard, range(len(starts))))
     loss, grads = results[0]
