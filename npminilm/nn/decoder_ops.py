@@ -242,6 +242,11 @@ def causal_conv1d_backward(dout, cache):
     return dpadded[:, K - 1:], dw, db
 
 
+def softplus(x):
+    """log(1 + e^x), without overflow: max(x, 0) + log1p(e^-|x|)."""
+    return np.maximum(x, 0.0) + np.log1p(np.exp(-np.abs(x)))
+
+
 def selective_scan_forward(u, dt, A, Bm, Cm, D, z, dt_bias, h0=None):
     """Mamba's selective scan (the paper's reference algorithm, as transformers' mamba_selective_scan runs it):
         delta = softplus(dt + dt_bias)                                   input-dependent step (B, T, D)
@@ -250,16 +255,18 @@ def selective_scan_forward(u, dt, A, Bm, Cm, D, z, dt_bias, h0=None):
     u, dt, z (B, T, D); A (D, N) (negative: -exp(A_log)); Bm, Cm (B, T, N); D, dt_bias (D,). -> y (B, T, D).
     h0 (B, D, N): the state to start from (sampling goes on from the last call's, the cache's h[:, -1]); the
     backward assumes None (zeros), as training does."""
+    T = u.shape[1]
     x = dt + dt_bias
-    delta = np.logaddexp(0.0, x)  # softplus, without overflow
-    dA = np.exp(delta[..., None] * A)  # (B, T, D, N)
-    dBu = (delta * u)[..., None] * Bm[:, :, None, :]  # (B, T, D, N)
-    h = np.empty_like(dA)
-    state = np.zeros_like(dA[:, 0]) if h0 is None else h0
-    for t in range(u.shape[1]):
-        state = dA[:, t] * state + dBu[:, t]
-        h[:, t] = state
-    s = np.einsum("btdn,btn->btd", h, Cm)  # C_t . h_t
+    delta = softplus(x)
+    dA = delta[..., None] * A  # (B, T, D, N), exp'd in place
+    np.exp(dA, out=dA)
+    h = (delta * u)[..., None] * Bm[:, :, None, :]  # (B, T, D, N): delta_t B_t u_t, then the state in place
+    step = np.empty_like(h[:, 0])
+    if h0 is not None:
+        h[:, 0] += np.multiply(dA[:, 0], h0, out=step)
+    for t in range(1, T):
+        h[:, t] += np.multiply(dA[:, t], h[:, t - 1], out=step)
+    s = (h @ Cm[..., None])[..., 0]  # C_t . h_t (B, T, D)
     y0 = s + u * D
     sig = 1.0 / (1.0 + np.exp(-z))
     return y0 * z * sig, (u, x, delta, A, Bm, Cm, D, z, sig, dA, h, y0)
@@ -276,18 +283,18 @@ def selective_scan_backward(dout, cache):
     g = dout * z * sig
     dz = dout * y0 * sig * (1.0 + z * (1.0 - sig))
     dD = np.sum(g * u, axis=(0, 1))
-    dCm = np.einsum("btd,btdn->btn", g, h)
-    dh = np.empty_like(h)
-    carry = np.zeros_like(h[:, 0])
-    for t in reversed(range(T)):
-        carry = g[:, t, :, None] * Cm[:, t, None, :] + carry
-        dh[:, t] = carry
-        carry = carry * dA[:, t]  # into h_{t-1} through h_t = dA_t h_{t-1} + ...
-    h_prev = np.concatenate([np.zeros_like(h[:, :1]), h[:, :-1]], axis=1)
-    d_delta_A = dh * h_prev * dA  # (B, T, D, N)
-    ddelta = np.sum(d_delta_A * A, axis=-1) + np.einsum("btdn,btn->btd", dh, Bm) * u
+    dCm = (g[..., None, :] @ h)[..., 0, :]  # (B, T, N)
+    dh = g[..., None] * Cm[:, :, None, :]  # (B, T, D, N): g_t C_t, then the state's gradient in place
+    step = np.empty_like(dh[:, 0])
+    for t in reversed(range(T - 1)):
+        dh[:, t] += np.multiply(dA[:, t + 1], dh[:, t + 1], out=step)  # from h_{t+1} = dA_{t+1} h_t + ...
+    d_delta_A = dh * dA  # (B, T, D, N): dh_t h_{t-1} exp(delta_t A), with h_{-1} = 0
+    d_delta_A[:, 1:] *= h[:, :-1]
+    d_delta_A[:, 0] = 0.0
+    dhB = (dh @ Bm[..., None])[..., 0]  # sum_n dh_t B_t (B, T, D)
+    ddelta = np.einsum("btdn,dn->btd", d_delta_A, A) + dhB * u
     dAm = np.einsum("btdn,btd->dn", d_delta_A, delta)
-    dBm = np.einsum("btdn,btd->btn", dh, delta * u)
-    du = g * D + np.einsum("btdn,btn->btd", dh, Bm) * delta
+    dBm = ((delta * u)[..., None, :] @ dh)[..., 0, :]
+    du = g * D + dhB * delta
     dx = ddelta / (1.0 + np.exp(-x))
     return du, dx, dAm, dBm, dCm, dD, dz, dx.sum(axis=(0, 1))
