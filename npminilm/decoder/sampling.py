@@ -60,8 +60,8 @@ def generate(params, config: GPTConfig, prompt_ids, max_new_tokens, temperature=
             context = np.asarray(ids[-config.block_size:], dtype=np.int64)[None]  # (1, T)
             logits, _ = gpt_forward(params, context, config)  # (1, T, V)
         elif cache is None or cache.length == config.block_size:  # prefill, or a context shift
+            keep = config.block_size if cache is None else max(1, config.block_size // 2)  # whole prompt, or shift
             cache = KVCache(config, batch=1, dtype=params["wte.weight"].dtype)
-            keep = config.block_size if cache is None else max(1, config.block_size // 2)
             logits, _ = gpt_forward(params, np.asarray(ids[-keep:], dtype=np.int64)[None], config, kv_cache=cache)
         else:
             logits, _ = gpt_forward(params, np.asarray([[ids[-1]]], dtype=np.int64), config, kv_cache=cache)

@@ -155,12 +155,15 @@ def test_sampling_with_the_cache(name):
     config = tiny(name, block_size=8)
     params = perturbed_params(config, dtype=np.float64)
     rng = np.random.default_rng()
-    prompt = rng.integers(0, 11, int(rng.integers(1, 5))).tolist()
-    inside = 8 - len(prompt)  # new tokens that fit in the window: both ways see the same context
-    cached = generate(params, config, prompt, inside, temperature=0, use_cache=True)
-    assert cached == generate(params, config, prompt, inside, temperature=0, use_cache=False)
-    long = generate(params, config, prompt, 30, temperature=0, use_cache=True)
-    assert long[:inside] == cached and long == reference_generate(params, config, prompt, 30)
-    seed = int(rng.integers(2**31))
-    drawn = generate(params, config, prompt, inside, temperature=1.0, top_k=5, seed=seed)
-    assert drawn == generate(params, config, prompt, inside, temperature=1.0, top_k=5, seed=seed, use_cache=False)
+    # a prompt within half the block, one longer than half (all of it prefills the cache), one past the block
+    for length in (int(rng.integers(1, 5)), int(rng.integers(5, 8)), int(rng.integers(8, 13))):
+        prompt = rng.integers(0, 11, length).tolist()
+        inside = max(1, 8 - len(prompt))  # new tokens that fit in the window: both ways see the same context
+        cached = generate(params, config, prompt, inside, temperature=0, use_cache=True)
+        assert cached == generate(params, config, prompt, inside, temperature=0, use_cache=False), length
+        long = generate(params, config, prompt, 30, temperature=0, use_cache=True)
+        assert long[:inside] == cached and long == reference_generate(params, config, prompt, 30), length
+        seed = int(rng.integers(2**31))
+        drawn = generate(params, config, prompt, inside, temperature=1.0, top_k=5, seed=seed)
+        assert drawn == generate(params, config, prompt, inside, temperature=1.0, top_k=5, seed=seed,
+                                 use_cache=False), length
