@@ -33,6 +33,8 @@ def add_commands(sub) -> None:
     p.add_argument("--ffn", choices=FFNS, default="gelu", help="gelu (GPT-2) or swiglu (Llama)")
     p.add_argument("--n-kv-head", type=positive_int, default=None, metavar="NKV",
                    help="key/value heads, dividing --n-head (default: one per head; 1: multi-query)")
+    p.add_argument("--n-inner", type=positive_int, default=None, metavar="H",
+                   help="the feed-forward's (each expert's) width (default: 4C for gelu, 8C/3 for swiglu)")
     p.add_argument("--rope-theta", type=positive_float, default=10000.0, metavar="THETA")
     p.add_argument("--bias", action=argparse.BooleanOptionalAction, default=True,
                    help="biases on the linear layers (default: on, as GPT-2; Llama and Mixtral have none)")
@@ -128,7 +130,7 @@ def cmd_lm_train(args) -> int:
         config = GPTConfig(vocab_size=tok.vocab_size, block_size=args.block_size, n_embd=args.n_embd,
                            n_layer=args.n_layer, n_head=args.n_head, dropout=args.dropout, norm=args.norm,
                            pos=args.pos or ("none" if args.mixer == "mamba" else "learned"), ffn=args.ffn,
-                           n_kv_head=args.n_kv_head, rope_theta=args.rope_theta,
+                           n_kv_head=args.n_kv_head, n_inner=args.n_inner, rope_theta=args.rope_theta,
                            bias=args.bias, moe_experts=args.moe_experts, moe_top_k=args.moe_top_k,
                            moe_aux_coef=args.moe_aux_coef, mixer=args.mixer, mamba_d_state=args.mamba_d_state,
                            mamba_d_conv=args.mamba_d_conv, mamba_expand=args.mamba_expand)
