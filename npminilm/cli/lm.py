@@ -1,4 +1,4 @@
-"""The language-model commands: `npminilm lm train|sample|export` and `npminilm bpe train`."""
+"""The language-model commands: `npminilm lm train|sft|sample|export` and `npminilm bpe train`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from .common import EXIT_OK, positive_float, positive_int, unit_float
 
 
 def add_commands(sub) -> None:
-    """Add `lm` (train, sample, export) and `bpe` (train) to the CLI's subparsers."""
+    """Add `lm` (train, sft, sample, export) and `bpe` (train) to the CLI's subparsers."""
     lm = sub.add_parser("lm", help="train, sample and export small GPT-style language models")
     lm_sub = lm.add_subparsers(dest="lm_command", metavar="LM_COMMAND", parser_class=type(lm))
     lm_sub.required = True
@@ -63,9 +63,35 @@ def add_commands(sub) -> None:
     p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out up to --iters")
     p.set_defaults(func=cmd_lm_train)
 
+    p = lm_sub.add_parser("sft", help="supervised fine-tuning on chats (JSON Lines), the loss on the assistant's "
+                                      "turns only")
+    p.add_argument("--data", required=True, metavar="FILE",
+                   help='one conversation per line: {"messages": [{"role": "user", "content": ...}, ...]}')
+    p.add_argument("--from", dest="from_dir", required=True, metavar="RUN", help="the checkpoint to start from")
+    p.add_argument("--out", required=True, metavar="DIR", help="checkpoint folder of the fine-tuned model")
+    p.add_argument("--lr", type=positive_float, default=3e-4, metavar="LR", help="peak learning rate")
+    p.add_argument("--min-lr", type=float, default=None, metavar="LR", help="final learning rate (default lr/10)")
+    p.add_argument("--warmup-iters", type=int, default=None, metavar="N", help="default min(100, iters/10)")
+    p.add_argument("--weight-decay", type=float, default=0.1, metavar="WD")
+    p.add_argument("--grad-clip", type=float, default=1.0, metavar="NORM", help="0 disables clipping")
+    p.add_argument("--batch-size", type=positive_int, default=16, metavar="B", help="conversations per step")
+    p.add_argument("--iters", type=positive_int, default=1000, metavar="N")
+    p.add_argument("--val-fraction", type=unit_float, default=0.05, metavar="F",
+                   help="the file's last conversations held out (default 0.05)")
+    p.add_argument("--eval-interval", type=positive_int, default=100, metavar="N")
+    p.add_argument("--eval-iters", type=positive_int, default=10, metavar="N")
+    p.add_argument("--log-interval", type=positive_int, default=10, metavar="N")
+    p.add_argument("--seed", type=int, default=1337, metavar="S")
+    p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out up to --iters")
+    p.set_defaults(func=cmd_lm_sft)
+
     p = lm_sub.add_parser("sample", help="generate text from a checkpoint, streamed to stdout")
     p.add_argument("dir", metavar="DIR")
     p.add_argument("--prompt", default="", metavar="TEXT")
+    p.add_argument("--chat", default=None, metavar="MESSAGE",
+                   help="a user message: sample the assistant's reply in the chat template (a model from `lm sft`), "
+                        "up to its <|im_end|>")
+    p.add_argument("--system", default=None, metavar="TEXT", help="a system message before --chat's")
     p.add_argument("--max-new-tokens", type=positive_int, default=200, metavar="N")
     p.add_argument("--temperature", type=float, default=1.0, metavar="T", help="0 is greedy")
     p.add_argument("--top-k", type=positive_int, default=None, metavar="K")
@@ -143,22 +169,49 @@ def cmd_lm_train(args) -> int:
     return EXIT_OK
 
 
+def cmd_lm_sft(args) -> int:
+    from ..decoder.sft import sft
+    from ..decoder.train import TrainConfig
+
+    tc = TrainConfig(batch_size=args.batch_size, iters=args.iters, lr=args.lr, min_lr=args.min_lr,
+                     warmup_iters=args.warmup_iters, weight_decay=args.weight_decay, grad_clip=args.grad_clip,
+                     eval_interval=args.eval_interval, eval_iters=args.eval_iters, log_interval=args.log_interval,
+                     seed=args.seed, val_fraction=args.val_fraction)
+    sft(args.from_dir, args.data, args.out, tc, resume=args.resume, log=lambda s: print(s, flush=True))
+    return EXIT_OK
+
+
 def cmd_lm_sample(args) -> int:
+    from ..decoder.chat import IM_END, render
     from ..decoder.checkpoint import load_checkpoint
     from ..decoder.sampling import generate
 
     params, config, tok, _, _, _ = load_checkpoint(args.dir)
-    prompt = tok.encode(args.prompt)
-    feed = tok.decoder()
-    sys.stdout.write(args.prompt)
+    stop = ()
+    if args.chat is None:
+        if args.system is not None:
+            raise UsageError("--system goes with --chat")
+        prompt = tok.encode(args.prompt)
+        sys.stdout.write(args.prompt)
+    else:
+        if args.prompt:
+            raise UsageError("give --prompt (plain text) or --chat (a user message), not both")
+        if IM_END not in tok.special:
+            raise UsageError(f"{args.dir} has no chat template: fine-tune it with `npminilm lm sft` first")
+        messages = ([{"role": "system", "content": args.system}] if args.system is not None else []) + \
+            [{"role": "user", "content": args.chat}]
+        prompt, _ = render(messages, tok, add_generation_prompt=True)
+        stop = (tok.special_id(IM_END),)
     sys.stdout.flush()
+    feed = tok.decoder()
 
     def emit(token):
-        sys.stdout.write(feed(token))
-        sys.stdout.flush()
+        if token not in stop:
+            sys.stdout.write(feed(token))
+            sys.stdout.flush()
 
     generate(params, config, prompt, args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.seed,
-             on_token=emit, use_cache=not args.no_kv_cache)
+             on_token=emit, use_cache=not args.no_kv_cache, stop=stop)
     sys.stdout.write("\n")
     return EXIT_OK
 

@@ -36,8 +36,9 @@ def next_token(logits, rng, temperature=1.0, top_k=None, top_p=None) -> int:
 
 
 def generate(params, config: GPTConfig, prompt_ids, max_new_tokens, temperature=1.0, top_k=None, top_p=None,
-             seed=None, on_token=None, use_cache=True):
-    """Extend prompt_ids by max_new_tokens sampled tokens. on_token(id) is called as each token is drawn (for
+             seed=None, on_token=None, use_cache=True, stop=()):
+    """Extend prompt_ids by up to max_new_tokens sampled tokens, or until one of the ids in `stop` is drawn (a
+    chat model's <|im_end|>; it ends the returned ids). on_token(id) is called as each token is drawn (for
     streaming). Returns the new ids.
 
     use_cache: each new token runs one position through the model against the KV cache (`kv_cache.py`), and
@@ -70,4 +71,6 @@ def generate(params, config: GPTConfig, prompt_ids, max_new_tokens, temperature=
         new.append(token)
         if on_token is not None:
             on_token(token)
+        if token in stop:
+            break
     return new

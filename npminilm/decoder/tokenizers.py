@@ -11,6 +11,10 @@ Byte-level BPE (GPT-2's scheme, written from first principles):
      to the smallest pair (a, b) in id order, so training is deterministic.
   4. Encoding a chunk: repeatedly merge the adjacent pair with the lowest merge rank (the earliest learned).
 Decoding concatenates the bytes of the ids and decodes them as UTF-8, so decode(encode(s)) == s for every str.
+
+Special tokens (a chat template's `<|im_start|>`, `<|im_end|>`) take the ids after either base vocabulary. No text
+ever encodes to one (a message that spells `<|im_end|>` stays those characters), so only the code that lays out a
+chat places them, by `special_id`; decode writes their names.
 """
 
 from __future__ import annotations
@@ -26,26 +30,54 @@ from ..errors import TokenizerError, UnknownCharacterError
 SPLIT_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?[^\W\d_]+| ?\d+| ?[^\s\w]+|\s+(?!\S)|\s+|_+"""
 
 
-class CharTokenizer:
-    """One id per character of the training corpus, in sorted order."""
+class SpecialTokens:
+    """The special tokens of a tokenizer: ids base_size, base_size + 1, ... after its base vocabulary."""
+
+    def _set_special(self, special, base_size):
+        self.special = list(special)
+        if len(set(self.special)) != len(self.special) or not all(isinstance(t, str) and t for t in self.special):
+            raise TokenizerError(f"special tokens must be distinct non-empty strings, got {self.special!r}")
+        self.base_size = base_size
+        self._special_ids = {t: base_size + k for k, t in enumerate(self.special)}
+
+    @property
+    def vocab_size(self) -> int:
+        return self.base_size + len(self.special)
+
+    def special_id(self, token: str) -> int:
+        try:
+            return self._special_ids[token]
+        except KeyError:
+            raise TokenizerError(f"the tokenizer has no special token {token!r}") from None
+
+    def with_special(self, tokens):
+        """A copy with the tokens it lacks appended as new special ids (existing ids keep their meaning)."""
+        return self._with(self.special + [t for t in tokens if t not in self._special_ids])
+
+
+class CharTokenizer(SpecialTokens):
+    """One id per character of the training corpus, in sorted order; then the special tokens."""
 
     kind = "char"
 
-    def __init__(self, chars):
+    def __init__(self, chars, special=()):
         self.chars = list(chars)
         if len(set(self.chars)) != len(self.chars) or not all(isinstance(c, str) and len(c) == 1 for c in self.chars):
             raise TokenizerError("a character vocabulary must be distinct single characters")
         self.stoi = {c: i for i, c in enumerate(self.chars)}
+        self._set_special(special, len(self.chars))
+        if any(t in self.stoi for t in self.special):
+            raise TokenizerError("a special token cannot be one of the vocabulary's characters")
+        self._names = self.chars + self.special  # id -> its text
+
+    def _with(self, special):
+        return CharTokenizer(self.chars, special)
 
     @classmethod
     def train(cls, text: str) -> "CharTokenizer":
         if not text:
             raise TokenizerError("cannot build a character vocabulary from an empty corpus")
         return cls(sorted(set(text)))
-
-    @property
-    def vocab_size(self) -> int:
-        return len(self.chars)
 
     def encode(self, text: str) -> list[int]:
         try:
@@ -56,22 +88,22 @@ class CharTokenizer:
             raise UnknownCharacterError(f"text has characters the vocabulary lacks: {shown}") from None
 
     def decode(self, ids) -> str:
-        return "".join(self.chars[i] for i in ids)
+        return "".join(self._names[i] for i in ids)
 
     def decoder(self):
         """A streaming decoder: feed(id) -> the text it completes (for a char model, always its character)."""
-        return lambda i: self.chars[i]
+        return self._names.__getitem__
 
     def to_dict(self) -> dict:
-        return {"type": "char", "chars": self.chars}
+        return {"type": "char", "chars": self.chars, **({"special": self.special} if self.special else {})}
 
 
-class ByteBPETokenizer:
-    """Byte-level BPE: ids 0..255 are the bytes, id 256 + k is merges[k] = (a, b)."""
+class ByteBPETokenizer(SpecialTokens):
+    """Byte-level BPE: ids 0..255 are the bytes, id 256 + k is merges[k] = (a, b); then the special tokens."""
 
     kind = "bpe"
 
-    def __init__(self, merges, pattern=SPLIT_PATTERN):
+    def __init__(self, merges, pattern=SPLIT_PATTERN, special=()):
         self.merges = [tuple(m) for m in merges]
         self.pattern = pattern
         self._split = re.compile(pattern)
@@ -82,10 +114,10 @@ class ByteBPETokenizer:
                 raise TokenizerError(f"merge {k} ({a}, {b}) refers to an id not yet defined")
             self.vocab.append(self.vocab[a] + self.vocab[b])
         self._cache: dict[str, list[int]] = {}
+        self._set_special(special, 256 + len(self.merges))
 
-    @property
-    def vocab_size(self) -> int:
-        return 256 + len(self.merges)
+    def _with(self, special):
+        return ByteBPETokenizer(self.merges, self.pattern, special)
 
     @classmethod
     def train(cls, text: str, vocab_size: int, pattern=SPLIT_PATTERN) -> "ByteBPETokenizer":
@@ -145,19 +177,39 @@ class ByteBPETokenizer:
         return out
 
     def decode(self, ids) -> str:
-        data = b"".join(self.vocab[i] for i in ids)
-        try:
-            return data.decode("utf-8", errors="surrogatepass")
-        except UnicodeDecodeError:  # ids that no encode() produced (e.g. sampled): show the bad bytes as U+FFFD
-            return data.decode("utf-8", errors="replace")
+        out, run = [], []  # runs of byte ids between special tokens
+        for i in ids:
+            if i < self.base_size:
+                run.append(i)
+            else:
+                out += [_decode_bytes(b"".join(self.vocab[j] for j in run)), self.special[i - self.base_size]]
+                run = []
+        return "".join(out) + _decode_bytes(b"".join(self.vocab[j] for j in run))
 
     def decoder(self):
-        """A streaming decoder: feed(id) -> the text it completes; bytes of an unfinished character wait."""
+        """A streaming decoder: feed(id) -> the text it completes; bytes of an unfinished character wait (a
+        special token first flushes them)."""
         inc = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        return lambda i: inc.decode(self.vocab[i])
+
+        def feed(i):
+            if i < self.base_size:
+                return inc.decode(self.vocab[i])
+            pending = inc.decode(b"", final=True)
+            inc.reset()
+            return pending + self.special[i - self.base_size]
+
+        return feed
 
     def to_dict(self) -> dict:
-        return {"type": "bpe", "pattern": self.pattern, "merges": [list(m) for m in self.merges]}
+        return {"type": "bpe", "pattern": self.pattern, "merges": [list(m) for m in self.merges],
+                **({"special": self.special} if self.special else {})}
+
+
+def _decode_bytes(data: bytes) -> str:
+    try:
+        return data.decode("utf-8", errors="surrogatepass")
+    except UnicodeDecodeError:  # ids that no encode() produced (e.g. sampled): show the bad bytes as U+FFFD
+        return data.decode("utf-8", errors="replace")
 
 
 def _to_bytes(text: str) -> bytes:
@@ -181,9 +233,9 @@ def tokenizer_from_dict(d: dict):
     kind = d.get("type") if isinstance(d, dict) else None
     try:
         if kind == "char":
-            return CharTokenizer(d["chars"])
+            return CharTokenizer(d["chars"], d.get("special", ()))
         if kind == "bpe":
-            return ByteBPETokenizer(d["merges"], d.get("pattern", SPLIT_PATTERN))
+            return ByteBPETokenizer(d["merges"], d.get("pattern", SPLIT_PATTERN), d.get("special", ()))
     except (KeyError, TypeError, ValueError) as exc:
         if isinstance(exc, TokenizerError):
             raise

@@ -1,6 +1,10 @@
 """Training a language model: data split and batches, the loop (cross-entropy, AdamW, clipping, warm-up + cosine),
 periodic held-out evaluation, checkpoints, resume, and one progress line per log interval.
 
+The loop (`fit`) takes its batches from a source: `TextBatches` (random windows of one token stream, for
+pre-training) or `sft.ChatBatches` (padded conversations whose targets outside the assistant's turns are
+IGNORE, for supervised fine-tuning); a batch's loss is the mean over its targets that are not IGNORE.
+
 Reproducibility: the model's initial weights come from `seed`; one training rng (seeded from `seed`) draws every
 batch and every dropout mask (or the seeds of the shards' dropout generators) in a fixed order, whatever the
 number of threads, and its state is saved in each checkpoint; evaluation draws its
@@ -22,6 +26,9 @@ from ..runtime.parallel import default_workers, worker_pool
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import GPTConfig
 from .model import gpt_backward, gpt_forward, init_params, is_decayed
+
+
+IGNORE = -100  # a target that is not trained (cross_entropy's ignore_index): padding, a prompt's tokens
 
 
 @dataclass
@@ -80,6 +87,25 @@ def get_batch(data, batch_size, block_size, rng):
     return rows[:, :-1], rows[:, 1:]
 
 
+class TextBatches:
+    """Pre-training batches: random windows of the training split; for evaluation, eval_iters fixed batches of
+    each split, drawn by a fresh rng (the same batches at every evaluation)."""
+
+    def __init__(self, ids, block_size, tc: TrainConfig):
+        self.train, self.val = split_data(ids, tc.val_fraction, block_size)
+        self.block_size, self.tc = block_size, tc
+
+    def draw(self, rng):
+        return get_batch(self.train, self.tc.batch_size, self.block_size, rng)
+
+    def eval_batches(self):
+        def fixed(data):
+            rng = np.random.default_rng([self.tc.seed, 1])
+            return [get_batch(data, self.tc.batch_size, self.block_size, rng) for _ in range(self.tc.eval_iters)]
+
+        return {"train": fixed(self.train), "val": fixed(self.val) if self.val.size else []}
+
+
 def shard_rows(batch_size, block_size, shard_tokens):
     """Rows per shard of a (batch_size, block_size) batch: about shard_tokens tokens, at least one row."""
     return batch_size if shard_tokens is None else max(1, min(batch_size, shard_tokens // block_size))
@@ -96,6 +122,9 @@ def loss_and_grads(params, config, x, y, rng=None, shard_tokens=None, pool=None)
     from rng in shard order, so the numbers depend on the batch and shard_tokens, never on the thread count.
     """
     B, T = x.shape
+    n_targets = np.count_nonzero(y != IGNORE)
+    if n_targets == 0:
+        raise DataError("a batch without a single trained target")
     rows = shard_rows(B, T, shard_tokens)
     starts = list(range(0, B, rows))
     if len(starts) == 1:
@@ -106,13 +135,14 @@ def loss_and_grads(params, config, x, y, rng=None, shard_tokens=None, pool=None)
 
     def shard(i):
         xs, ys = x[starts[i]:starts[i] + rows], y[starts[i]:starts[i] + rows]
-        share = xs.size / x.size
+        share = np.count_nonzero(ys != IGNORE) / n_targets  # of the batch's mean cross-entropy
+        tokens = xs.size / x.size  # of the batch's mean load-balancing loss, which counts every token
         logits, cache = gpt_forward(params, xs, config, rngs[i])
-        loss, ce_cache = cross_entropy_forward(logits, ys)
+        loss, ce_cache = cross_entropy_forward(logits, ys, IGNORE)
         (dlogits,) = cross_entropy_backward(np.asarray(share, logits.dtype), ce_cache)
         # a mixture of experts adds its load-balancing loss, over this shard's tokens (aux_loss is 0 when dense)
-        loss = float(loss) + config.moe_aux_coef * cache["aux_loss"]
-        return share * loss, gpt_backward(dlogits, cache, daux=share * config.moe_aux_coef)
+        loss = (share * float(loss) if share else 0.0) + tokens * config.moe_aux_coef * cache["aux_loss"]
+        return loss, gpt_backward(dlogits, cache, daux=tokens * config.moe_aux_coef)
 
     results = list(map(shard, range(len(starts))) if pool is None else pool.map(shard, range(len(starts))))
     loss, grads = results[0]
@@ -123,30 +153,38 @@ def loss_and_grads(params, config, x, y, rng=None, shard_tokens=None, pool=None)
     return loss, grads
 
 
-def estimate_loss(params, config, data, tc: TrainConfig, pool=None):
-    """Mean loss over eval_iters batches drawn by a fresh rng: the same batches at every evaluation."""
-    rng = np.random.default_rng([tc.seed, 1])
-    batches = [get_batch(data, tc.batch_size, config.block_size, rng) for _ in range(tc.eval_iters)]
-
+def estimate_loss(params, config, batches, pool=None):
+    """Mean cross-entropy over the targets of the batches (each counted once, IGNORE left out)."""
     def batch_loss(xy):
         logits, _ = gpt_forward(params, xy[0], config)
-        return float(cross_entropy_forward(logits, xy[1])[0])
+        n = np.count_nonzero(xy[1] != IGNORE)
+        return float(cross_entropy_forward(logits, xy[1], IGNORE)[0]) * n if n else 0.0, n
 
-    return sum(map(batch_loss, batches) if pool is None else pool.map(batch_loss, batches)) / tc.eval_iters
+    sums = list(map(batch_loss, batches) if pool is None else pool.map(batch_loss, batches))
+    n = sum(k for _, k in sums)
+    return sum(total for total, _ in sums) / n if n else float("nan")
 
 
 def train(ids, model_config: GPTConfig, tc: TrainConfig, tokenizer, out_dir=None, resume=False, stop_at=None,
           log=print, workers=None):
-    """Train on the token ids; checkpoint to out_dir after each evaluation and at the end.
+    """Pre-train a new decoder (initial weights from tc.seed) on the token ids: `fit` on their TextBatches."""
+    batches = TextBatches(ids, model_config.block_size, tc)
+    return fit(batches, init_params(model_config, seed=tc.seed), model_config, tc, tokenizer, out_dir, resume,
+               stop_at, log, workers)
+
+
+def fit(batches, params, model_config: GPTConfig, tc: TrainConfig, tokenizer, out_dir=None, resume=False,
+        stop_at=None, log=print, workers=None):
+    """Train params on batches (`.draw(rng)` a training batch, `.eval_batches()` the fixed evaluation batches by
+    split); checkpoint to out_dir after each evaluation and at the end.
 
     workers: threads that run a batch's shards side by side (None: one per core, or NPMINILM_NUM_THREADS). The
     numbers a run produces do not depend on it.
-    resume: continue from the checkpoint in out_dir (its weights, AdamW moments, rng state and step).
+    resume: continue from the checkpoint in out_dir (its weights, AdamW moments, rng state and step) instead of
+    params.
     stop_at: stop after this step (as an interruption would), leaving a checkpoint there.
     Returns {"params", "history" (evaluations), "losses" (training loss per step)}.
     """
-    train_data, val_data = split_data(ids, tc.val_fraction, model_config.block_size)
-    params = init_params(model_config, seed=tc.seed)
     opt = AdamW(params, tc.weight_decay, (tc.beta1, tc.beta2), decay=is_decayed)
     rng = np.random.default_rng(tc.seed)
     start, history = 0, []
@@ -158,6 +196,7 @@ def train(ids, model_config: GPTConfig, tc: TrainConfig, tokenizer, out_dir=None
         start, history = int(state["step"]), list(state.get("history", []))
         log(f"resumed from {out_dir} at step {start}")
     end = tc.iters if stop_at is None else min(tc.iters, stop_at)
+    eval_sets = batches.eval_batches()
 
     def checkpoint(step):
         if out_dir is not None:
@@ -165,14 +204,13 @@ def train(ids, model_config: GPTConfig, tc: TrainConfig, tokenizer, out_dir=None
             save_checkpoint(out_dir, params, model_config, tokenizer, tc.to_dict(), opt, state)
 
     def evaluate(step, pool):
-        train_loss = estimate_loss(params, model_config, train_data, tc, pool)
-        val_loss = estimate_loss(params, model_config, val_data, tc, pool) if val_data.size else float("nan")
+        train_loss = estimate_loss(params, model_config, eval_sets["train"], pool)
+        val_loss = estimate_loss(params, model_config, eval_sets["val"], pool)
         history.append({"step": step, "train_loss": train_loss, "val_loss": val_loss})
         checkpoint(step)
         log(f"step {step:>5} | eval train {train_loss:.4f} | val {val_loss:.4f}"
             + (f" | saved {out_dir}" if out_dir is not None else ""))
 
-    tokens_per_step = tc.batch_size * model_config.block_size
     losses, step = [], start
     rows = shard_rows(tc.batch_size, model_config.block_size, tc.shard_tokens)
     shards = -(-tc.batch_size // rows)
@@ -184,14 +222,14 @@ def train(ids, model_config: GPTConfig, tc: TrainConfig, tokenizer, out_dir=None
                 evaluate(step, pool)
                 t0, since = time.perf_counter(), 0
             lr = lr_at(step, tc.lr, tc.warmup, tc.iters, tc.final_lr)
-            x, y = get_batch(train_data, tc.batch_size, model_config.block_size, rng)
+            x, y = batches.draw(rng)
             loss, grads = loss_and_grads(params, model_config, x, y, rng, tc.shard_tokens, pool)
             clip_grad_norm(grads, tc.grad_clip)
             opt.step(params, grads, lr)
             losses.append(loss)
-            since += 1
+            since += x.size
             if (step + 1) % tc.log_interval == 0 or step + 1 == end:
-                rate = since * tokens_per_step / max(time.perf_counter() - t0, 1e-9)
+                rate = since / max(time.perf_counter() - t0, 1e-9)
                 log(f"step {step + 1:>5}/{tc.iters} | loss {loss:.4f} | lr {lr:.2e} | {rate:,.0f} tok/s")
                 t0, since = time.perf_counter(), 0
         if end > start or not history or history[-1]["step"] != end:

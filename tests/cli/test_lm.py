@@ -137,3 +137,63 @@ def test_usage_errors_exit_2(argv, capsys, tmp_path):
     argv = [str(tmp_path / a) if a == "x" else a for a in argv]
     status, out, err = run(capsys, *argv)
     assert status == 2 and out == "" and err.count("\n") == 1 and err.startswith("npminilm: error: ")
+
+
+def write_chats(path, lines):
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
+def chat_line(user, reply):
+    return json.dumps({"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": reply}]})
+
+
+@pytest.fixture(scope="module")
+def chat_base(corpus):
+    """A checkpoint whose context holds a short conversation (25 tokens of template and user turn, and a reply)."""
+    out = corpus.parent / "chat_base"
+    assert cli.main(["lm", "train", "--data", str(corpus), *TRAIN, "--block-size", "40", "--out", str(out)]) == 0
+    return out
+
+
+def test_sft_then_chat(chat_base, tmp_path, capsys):
+    chats = write_chats(tmp_path / "chats.jsonl", [chat_line("Speak.", "I will.")] * 30)
+    args = ["lm", "sft", "--data", str(chats), "--from", str(chat_base), "--batch-size", "4", "--eval-interval",
+            "3", "--eval-iters", "2", "--log-interval", "3", "--val-fraction", "0.1"]
+    status, out, err = run(capsys, *args, "--iters", "4", "--out", str(tmp_path / "chat"))
+    assert status == 0 and err == ""
+    lines = out.splitlines()
+    assert lines[0] == ("30 conversations: 27 to train on (216 assistant tokens), 3 held out; 0 cut to the "
+                        "context of 40 tokens, 0 dropped (no assistant token left)")
+    assert lines[-1].startswith("step     4 | eval train ")
+    tok = json.loads((tmp_path / "chat" / "tokenizer.json").read_text())
+    assert tok["special"] == ["<|im_start|>", "<|im_end|>"]
+    status, out, _ = run(capsys, *args, "--iters", "6", "--out", str(tmp_path / "chat"), "--resume")
+    assert status == 0 and "resumed from" in out and "step     6/6" in out
+    sample = ["lm", "sample", str(tmp_path / "chat"), "--chat", "Speak.", "--seed", "2", "--max-new-tokens", "12"]
+    status, reply, err = run(capsys, *sample)
+    assert status == 0 and err == "" and "<|im_end|>" not in reply and "Speak." not in reply
+    assert run(capsys, *sample)[1] == reply
+    status, out, _ = run(capsys, *sample, "--system", "Be brief.")
+    assert status == 0
+
+
+@pytest.mark.parametrize("case, message, code", [
+    ("bad_record", "chats.jsonl:2: message 1 has role 'bot'", 1),
+    ("no_template", "has no chat template: fine-tune it with `npminilm lm sft` first", 2),
+    ("same_out", "--out must be a new folder", 2),
+    ("both_prompts", "give --prompt (plain text) or --chat", 2),
+])  # fmt: skip
+def test_sft_errors_are_one_line(case, message, code, checkpoint, tmp_path, capsys):
+    chats = write_chats(tmp_path / "chats.jsonl", [chat_line("a", "b"),
+                                                   '{"messages": [{"role": "bot", "content": "x"}]}'])
+    argv = {
+        "bad_record": ["lm", "sft", "--data", str(chats), "--from", str(checkpoint), "--out", str(tmp_path / "o")],
+        "no_template": ["lm", "sample", str(checkpoint), "--chat", "hello"],
+        "same_out": ["lm", "sft", "--data", str(chats), "--from", str(checkpoint), "--out", str(checkpoint)],
+        "both_prompts": ["lm", "sample", str(checkpoint), "--chat", "hello", "--prompt", "ROMEO"],
+    }[case]
+    status, out, err = run(capsys, *argv)
+    assert status == code and out == ""
+    assert err.count("\n") == 1 and err.startswith("npminilm: error: ") and message in err, err
+    assert not (tmp_path / "o").exists()
