@@ -1,5 +1,5 @@
-"""CPU throughput, side by side in one process, in alternating rounds: npminilm (default, and deterministic=True),
-sentence-transformers (torch CPU), onnxruntime on a fused ONNX graph and OpenVINO fp32 on the same export: the
+"""CPU throughput, side by side in one process, in alternating rounds: npminilm (default: the numba kernels when
+the `fast` extra is installed; the NumPy ops alone, NPMINILM_NUMBA=0; and deterministic=True), sentence-transformers (torch CPU), onnxruntime on a fused ONNX graph and OpenVINO fp32 on the same export: the
 fp32 engines people pick.
 
     pip install -e ".[test,bench]"      # the peers: sentence-transformers, onnxruntime, onnx, openvino
@@ -8,8 +8,9 @@ fp32 engines people pick.
 Workloads: the 2,758 STSb test sentences and 200 passages of 200 words from Tiny Shakespeare (truncated at
 256 tokens), at batch sizes 32 and 128. Prints sentences/s per engine, the ratio to ST (the median over rounds),
 and the achieved GFLOP/s (real tokens only: L * n * (8C^2 + 4CI + 4nC) for a text of n tokens, 22.4 MFLOP per
-token at n = 128) as a share of the sgemm rate measured in the same run. Then npminilm's per-stage profile
-(GEMMs, attention, GELU, LayerNorm, the rest; one worker, so the stages add up to the wall time), the tokenizer
+token at n = 128) as a share of the sgemm rate measured in the same run. Then npminilm's per-stage profile for
+each kernel set (GEMMs, attention, GELU, LayerNorm, the rest; one worker, so the stages add up to the wall
+time), the tokenizer
 against the HF fast tokenizer called one text at a time (and a check that the ids agree), cold start (a fresh
 process: import, load, first embedding) and peak RSS (a fresh process encoding the STSb sentences). Writes the
 tables with the machine (CPU model, ISA, the BLAS library and kernel numpy runs, from threadpoolctl), versions,
@@ -18,6 +19,7 @@ fails is reported with its error, and the script then exits with status 1.
 """
 
 import argparse
+import contextlib
 import csv
 import datetime
 import json
@@ -173,22 +175,31 @@ def machine():
     return model, isa, blas, env
 
 
-STAGES = {  # the functions of npminilm.encoder.packed (encode's forward) timed by the profile, by what they do
-    "linear_forward": "GEMMs (Q, K, V, output, FFN up and down)",
-    "attention_forward": "attention (scores, softmax, P V), per run of equal-length texts",
-    "gelu_forward": "GELU",
-    "layernorm_forward": "LayerNorm",
+STAGES = {  # per kernel set: the module of encode's forward, and its functions timed by the profile
+    "numpy": ("npminilm.encoder.packed", {
+        "linear_forward": "GEMMs (Q, K, V, output, FFN up and down) and their biases",
+        "attention_forward": "attention (scores, softmax, P V), per run of equal-length texts",
+        "gelu_forward": "GELU",
+        "layernorm_forward": "LayerNorm",
+    }, "the rest of encode (tokenising, embedding lookups, residual sums, pooling)"),
+    "numba": ("npminilm.encoder.fused", {
+        "attention": "attention (scores, exp_rows, P V), per run of equal-length texts",
+        "gelu_bias": "GELU with the FFN's bias (one kernel)",
+        "add_layernorm": "bias + residual + LayerNorm (one kernel)",
+    }, "the rest: the GEMMs (Q, K, V, output, FFN up and down), Q/K/V biases, tokenising, lookups, pooling"),
 }
 
 
-def stage_profile(encoder, texts, batch_size):
+def stage_profile(encoder, texts, batch_size, kernels):
     """Where npminilm's encode spends its time on `texts`, by stage: each op of the BERT forward wrapped in a
     timer (one worker: the sum of the stages is then the forward's wall time), the rest of encode
     (tokenising, residual sums, pooling, batching) as the remainder. Returns rows of (stage, seconds, share)."""
-    import npminilm.encoder.packed as packed
+    import importlib
 
-    spent = dict.fromkeys(STAGES, 0.0)
-    originals = {name: getattr(packed, name) for name in STAGES}
+    module_name, stages, rest_name = STAGES[kernels]
+    module = importlib.import_module(module_name)
+    spent = dict.fromkeys(stages, 0.0)
+    originals = {name: getattr(module, name) for name in stages}
 
     def timer(name, fn):
         def timed_op(*args, **kwargs):
@@ -200,32 +211,55 @@ def stage_profile(encoder, texts, batch_size):
 
         return timed_op
 
-    old = os.environ.get("NPMINILM_NUM_THREADS")
-    os.environ["NPMINILM_NUM_THREADS"] = "1"  # one piece at a time: stage times add up to the wall time
     try:
         for name, fn in originals.items():
-            setattr(packed, name, timer(name, fn))
-        total, _ = timed(lambda: encoder.encode(texts, batch_size=batch_size))
+            setattr(module, name, timer(name, fn))
+        # one piece at a time: the stage times add up to the wall time
+        with environment(NPMINILM_NUM_THREADS="1", NPMINILM_NUMBA="1" if kernels == "numba" else "0"):
+            total, _ = timed(lambda: encoder.encode(texts, batch_size=batch_size))
     finally:
         for name, fn in originals.items():
-            setattr(packed, name, fn)
-        if old is None:
-            del os.environ["NPMINILM_NUM_THREADS"]
-        else:
-            os.environ["NPMINILM_NUM_THREADS"] = old
-    rows = [(STAGES[name], t, t / total) for name, t in spent.items()]
+            setattr(module, name, fn)
+    rows = [(stages[name], t, t / total) for name, t in spent.items()]
     rest = total - sum(spent.values())
-    return rows + [("the rest of encode (tokenising, embedding lookups, residual sums, pooling)", rest,
-                    rest / total)], total
+    return rows + [(rest_name, rest, rest / total)], total
+
+
+@contextlib.contextmanager
+def environment(**values):
+    """Set environment variables for the block, then restore them."""
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                del os.environ[k]
+            else:
+                os.environ[k] = v
+
+
+def numpy_ops(encode):
+    """encode with the NumPy ops alone (NPMINILM_NUMBA=0), whatever is installed."""
+    def run(*args, **kwargs):
+        with environment(NPMINILM_NUMBA="0"):
+            return encode(*args, **kwargs)
+
+    return run
 
 
 COLD = {
     "npminilm": "import npminilm; e = npminilm.SentenceEncoder(); e.encode('A man is playing a guitar.')",
+    "npminilm numpy": "import os; os.environ['NPMINILM_NUMBA'] = '0'; import npminilm; e = npminilm.SentenceEncoder(); "
+                      "e.encode('A man is playing a guitar.')",
     "sentence-transformers": "from sentence_transformers import SentenceTransformer; "
                              "m = SentenceTransformer(FOLDER, device='cpu'); m.encode('A man is playing a guitar.')",
 }
 RSS = {
     "npminilm": "import npminilm; e = npminilm.SentenceEncoder(); e.encode(TEXTS, batch_size=32)",
+    "npminilm numpy": "import os; os.environ['NPMINILM_NUMBA'] = '0'; import npminilm; e = npminilm.SentenceEncoder(); "
+                      "e.encode(TEXTS, batch_size=32)",
     "sentence-transformers": "from sentence_transformers import SentenceTransformer; "
                              "m = SentenceTransformer(FOLDER, device='cpu'); m.encode(TEXTS, batch_size=32)",
 }
@@ -285,7 +319,19 @@ def main():
     ours = npminilm.SentenceEncoder()
     deterministic = npminilm.SentenceEncoder(deterministic=True)
     peer = SentenceTransformer(str(ours.folder), device="cpu")
-    engines = {"npminilm": ours.encode, "npminilm deterministic": deterministic.encode, "ST": peer.encode}
+    from npminilm import cpu
+
+    kernel_sets = ["numba", "numpy"] if cpu.available() else ["numpy"]
+    if cpu.available():
+        import numba
+
+        kernels = f"numba {numba.__version__} kernels (npminilm.cpu), and the NumPy ops alone as `npminilm numpy`"
+    else:
+        kernels = "the NumPy ops (numba is not installed: pip install '.[fast]')"
+    engines = {"npminilm": ours.encode}
+    if cpu.available():
+        engines["npminilm numpy"] = numpy_ops(ours.encode)
+    engines.update({"npminilm deterministic": deterministic.encode, "ST": peer.encode})
     peers, failed = {}, []
     tmp = tempfile.TemporaryDirectory()
     for name, (make, packages) in PEERS.items():
@@ -326,9 +372,11 @@ def main():
 
     profile = []
     for name, texts in texts_by_name.items():
-        rows, total = stage_profile(ours, texts, 32)
-        profile += [f"### {name}, batch 32, one worker: {total:.2f} s", "", "| stage | s | share |", "|---|---|---|"]
-        profile += [f"| {stage} | {t:.3f} | {100 * share:.1f}% |" for stage, t, share in rows] + [""]
+        for kernel_set in kernel_sets:
+            rows, total = stage_profile(ours, texts, 32, kernel_set)
+            profile += [f"### {name}, batch 32, one worker, {kernel_set} kernels: {total:.2f} s", "",
+                        "| stage | s | share |", "|---|---|---|"]
+            profile += [f"| {stage} | {t:.3f} | {100 * share:.1f}% |" for stage, t, share in rows] + [""]
     print("\n".join(profile), flush=True)
 
     tok = ["| texts | npminilm texts/s | HF fast (one at a time) texts/s | ratio | same ids |", "|---|---|---|---|---|"]
@@ -350,6 +398,7 @@ def main():
         "",
         f"- machine: {model}, {isa}, {os.cpu_count()} cores ({platform.machine()})",
         f"- BLAS under numpy: {blas}; OPENBLAS settings in the environment: {blas_env or 'none'}",
+        f"- npminilm's kernels: {kernels}",
         f"- python {platform.python_version()}, numpy {np.__version__}, torch {torch.__version__} "
         f"({torch.get_num_threads()} threads), npminilm {npminilm.__version__}, "
         + ", ".join(f"{name} {version}" for name, version in peers.items()),

@@ -4,7 +4,7 @@ Tests mirror the package: tests/<subpackage>/test_<module>.py. A test that compa
 sentence-transformers or tokenizers is in a file ending `_oracle.py`; tests/kernels and tests/gpu need torch and
 triton; NEEDS_THREADPOOLCTL need the `fast` extra (BLAS pinned to one thread per call), NEEDS_SERVE the `serve`
 extra, NEEDS_PYARROW the `corpus` extra, NEEDS_RAY the `ray`
-extra. The core environment (numpy + safetensors only, NPMINILM_CORE_ONLY=1)
+extra, NEEDS_NUMBA the `fast` extra's numba. The core environment (numpy + safetensors only, NPMINILM_CORE_ONLY=1)
 does not collect those, and runs every other test.
 """
 
@@ -30,10 +30,11 @@ NEEDS_THREADPOOLCTL = ["encoder/test_deterministic.py", "runtime/test_blas_rows.
 NEEDS_SERVE = ["serve/test_server.py", "serve/test_app.py"]  # the `serve` extra, the openai client, threadpoolctl
 NEEDS_PYARROW = ["corpus/test_parquet.py"]  # the `corpus` extra
 NEEDS_RAY = ["corpus/test_ray.py"]  # the `ray` extra: a real local cluster
+NEEDS_NUMBA = ["cpu/*", "encoder/test_fused.py"]  # the `fast` extra's numba kernels
 
 if os.environ.get("NPMINILM_CORE_ONLY") == "1":
     collect_ignore_glob = ["*_oracle.py", "kernels/*", "gpu/*", *NEEDS_THREADPOOLCTL, *NEEDS_SERVE, *NEEDS_PYARROW,
-                           *NEEDS_RAY]
+                           *NEEDS_RAY, *NEEDS_NUMBA]
 
 
 @pytest.fixture(scope="session")
@@ -66,3 +67,15 @@ def encoder64(model_dir):
     from npminilm import SentenceEncoder
 
     return SentenceEncoder(model_dir, dtype="float64")
+
+
+@pytest.fixture(scope="module", params=["numpy", "numba"])
+def kernels(request):
+    """The module's tests once with the NumPy ops and once with the numba kernels (NPMINILM_NUMBA). Only the full
+    environment, which has numba, collects the modules that use it: the numba run never falls back silently."""
+    from npminilm import cpu
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("NPMINILM_NUMBA", "1" if request.param == "numba" else "0")
+        assert cpu.available() == (request.param == "numba"), "numba is not installed here"
+        yield request.param

@@ -21,6 +21,7 @@ from tests.conftest import ROOT
 LAYERS = {
     "npminilm.errors": 0,
     "npminilm.nn": 1, "npminilm.io": 1, "npminilm.runtime": 1, "npminilm.util": 1, "npminilm.kernels": 1,
+    "npminilm.cpu": 1,
     "npminilm.tokenization": 2, "npminilm.finetune": 2,
     "npminilm.encoder": 3, "npminilm.decoder": 3,
     "npminilm.gpu": 4, "npminilm.serve": 4, "npminilm.corpus": 4,

@@ -17,6 +17,7 @@ from functools import cached_property
 
 import numpy as np
 
+from ..cpu import available as numba_available
 from ..errors import InvalidInputError
 from ..nn.ops import attention_forward, gelu_forward, layernorm_forward, linear_forward
 
@@ -104,8 +105,13 @@ def packed_forward(params, config, batch):
         raise InvalidInputError(f"a text of {batch.lengths.max()} tokens exceeds max_position_embeddings "
                                 f"{config.max_position_embeddings}")
     x = embeddings(params, config, batch)
+    block = layer
+    if x.dtype == np.float32 and numba_available():  # the `fast` extra: the same block with numba's fused kernels
+        from .fused import fused_layer
+
+        block = fused_layer
     for i in range(config.num_hidden_layers):
-        x = layer(params, config, i, x, batch)
+        x = block(params, config, i, x, batch)
     return x
 
 

@@ -230,7 +230,7 @@ def softmax_backward(dout, cache):
 # -------------------------------------------------------------------------------------------- attention
 
 
-_ATTENTION_CHUNK = 1 << 17  # score entries per chunk (512 KiB in float32): a chunk's softmax passes stay in L2
+ATTENTION_CHUNK = 1 << 17  # score entries per chunk (512 KiB in float32): a chunk's softmax passes stay in L2
 _KEY_BLOCK = 96  # keys per P V product: OpenBLAS's sgemm runs (T, T) @ (T, hs) at a third of its speed for some T
 #                  (10 vs 30 GFLOP/s at T = 256, hs = 32, Haswell kernels); blocks of 96 keys run near 28 at every T
 
@@ -261,8 +261,8 @@ def attention_forward(q, k, v, n_head, mask=None, causal=False, scale=None, keep
     # inference without a mask: the (text, head) pairs whose scores cannot leave [-EXP_FREE, EXP_FREE] skip the max
     unshifted = not keep_cache and penalty is None and dropout is None and T >= EXP_FREE_MIN_LENGTH
     free = _exp_free_heads(qh, kh, vh, scale) if unshifted else None
-    heads = max(1, min(n_head, _ATTENTION_CHUNK // (T * T)))
-    rows = max(1, _ATTENTION_CHUNK // (n_head * T * T)) if heads == n_head else 1
+    heads = max(1, min(n_head, ATTENTION_CHUNK // (T * T)))
+    rows = max(1, ATTENTION_CHUNK // (n_head * T * T)) if heads == n_head else 1
     yh = np.empty((B, n_head, T, hs), q.dtype)
     probs = np.empty((B, n_head, T, T), q.dtype) if keep_cache else np.empty((min(rows, B), heads, T, T), q.dtype)
     for b in range(0, B, rows):
@@ -276,12 +276,12 @@ def attention_forward(q, k, v, n_head, mask=None, causal=False, scale=None, keep
                 scores += penalty[b:b + rows] if penalty.shape[0] > 1 else penalty
             if keep_cache:
                 softmax_forward(scores, out=scores)
-                _probs_times_values(scores, vh[at], yh[at])
+                probs_times_values(scores, vh[at], yh[at])
             else:  # y = (exp(S - shift) V) / rowsum: the (T, hs) result is scaled instead of the (T, T) scores
                 _shift_unbounded(scores, None if free is None else free[at])
                 np.exp(scores, out=scores)
                 inv_sum = np.reciprocal(scores.sum(axis=-1, keepdims=True))
-                _probs_times_values(scores, vh[at], yh[at])
+                probs_times_values(scores, vh[at], yh[at])
                 yh[at] *= inv_sum
     drop = None
     if dropout is not None and dropout[0] > 0.0:  # y = dropout(P) V, recomputed over the whole P
@@ -326,7 +326,7 @@ def _shift_unbounded(scores, free):
         head -= m
 
 
-def _probs_times_values(p, v, out):
+def probs_times_values(p, v, out):
     """out = p @ v over the last two axes, (.., T, T) @ (.., T, hs), summed over keys in blocks of _KEY_BLOCK."""
     T = p.shape[-1]
     np.matmul(p[..., :_KEY_BLOCK], v[..., :_KEY_BLOCK, :], out=out)

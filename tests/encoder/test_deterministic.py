@@ -1,4 +1,5 @@
-"""deterministic=True: a text's embedding is the same bytes whatever it is batched with."""
+"""deterministic=True: a text's embedding is the same bytes whatever it is batched with, with the NumPy ops and with
+the numba kernels (the `kernels` fixture runs the module once for each)."""
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ POOL = ["A man is playing a guitar.", "", "ok", "Ein Mann spielt Gitarre.", "東
 
 
 @pytest.fixture(scope="module")
-def det(model_dir):
+def det(model_dir, kernels):
     return SentenceEncoder(model_dir, deterministic=True)
 
 
@@ -38,7 +39,7 @@ def test_a_text_is_the_same_bytes_in_any_batch(det, alone, monkeypatch, data, ba
         assert got.tobytes() == det.encode([text], output_value=output)[0].tobytes()
 
 
-def test_deterministic_matches_the_default_closely(det, encoder):
+def test_deterministic_matches_the_default_closely(det, encoder, kernels):
     assert np.abs(det.encode(POOL) - encoder.encode(POOL)).max() < 1e-6
 
 

@@ -106,3 +106,20 @@ def test_token_embeddings_match_sentence_transformers(encoder, st_model, data_di
 def test_edge_texts_match_sentence_transformers(encoder, st_model):
     texts = ["", "   ", "\n\t ", "a" * 1_000_000, "\x00\x07 ctrl \x1b[0m", "[SEP] [CLS] [sep]"]
     assert_close(encoder.encode(texts), st_model.encode(texts), 1e-5, name="edge texts")
+
+
+def test_encode_with_either_kernels_matches_sentence_transformers(kernels, encoder, st_model, model_dir, data_dir):
+    """encode's packed forward, with the NumPy ops and with the numba kernels: embeddings within 1e-5 of
+    sentence-transformers', and on degenerate 256-token inputs no more float32 drift than torch's float32 has."""
+    texts = stsb_sentences(data_dir, 40, seed=None) + ["", shakespeare_passage(data_dir, 250)]
+    assert_close(encoder.encode(texts, batch_size=16), st_model.encode(texts, batch_size=16), 1e-5,
+                 name=f"embeddings ({kernels})")
+    degenerate = ["a " * 300, "! " * 300, "the cat " * 150]
+    ours = encoder.encode(degenerate, output_value="token_embeddings")
+    f = encoder.tokenize(degenerate)
+    ref32 = hf_hidden_states(model_dir, torch.float32, f)[-1]
+    ref64 = hf_hidden_states(model_dir, torch.float64, f)[-1]
+    for i, a in enumerate(ours):
+        n = len(a)
+        ours_err, torch_err = np.abs(a - ref64[i, :n]).max(), np.abs(ref32[i, :n] - ref64[i, :n]).max()
+        assert ours_err <= 1.25 * torch_err + 1e-6, f"{kernels}: ours {ours_err:.3g} vs torch float32 {torch_err:.3g}"

@@ -1,0 +1,125 @@
+"""Fused float32 inference kernels for the encoder's forward, compiled by numba: each does in one pass over a row
+what the NumPy ops do in a dozen ufunc calls, and holds no GIL, so the encoder's worker threads run them side by
+side.
+
+    gelu_bias(x, b)                          x = GELU(x + b) in place          the FFN's bias and activation
+    add_layernorm(x, b, residual, w, beta)   x = LN(x + b + residual) in place  the output bias, residual, LayerNorm
+    exp_rows(s, bound, limit, inv_sum)       s = exp(s - shift) in place,       attention's unnormalised softmax,
+                                             inv_sum = 1 / rowsum               normalised after P V
+
+Every result depends on its own row alone, and each row is computed in the same order wherever it sits
+(elementwise work without reordering; a row's reductions vectorised in an order fixed by its length), so an
+embedding's bits never depend on its batch. The sums may be reassociated (`fastmath={"reassoc"}`): that is what
+lets LLVM vectorise them.
+
+exp is written out (Cephes' expf: k = round(x / ln 2), r = x - k ln 2 in two parts, a degree-7 polynomial, times
+2^k built from its exponent bits), because libm's is a scalar call; its relative error is below 1e-7 (numpy's
+float32 exp: 2e-7). GELU is NumPy's formula (`nn.ops.gelu_forward`): x Phi(x) = relu(x) - |x| Phi(-|x|), the tail
+by Abramowitz & Stegun 7.1.26.
+"""
+
+import math
+
+import numpy as np
+from numba import njit
+from numba.core import types
+from numba.extending import intrinsic
+
+f32 = np.float32
+_LOG2E = f32(1.4426950408889634)
+_LN2_HI, _LN2_LO = f32(0.693359375), f32(-2.12194440e-4)  # ln 2 = hi + lo, hi with few bits: k * hi is exact
+_EXP_C = tuple(f32(c) for c in (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2,
+                                1.6666665459e-1, 5.0000001201e-1))
+_P = f32(0.3275911 / math.sqrt(2.0))  # A&S's p, with the 1 / sqrt 2 of Phi(-a) = erfc(a / sqrt 2) / 2 folded in
+_A = tuple(f32(0.5 * c) for c in (1.061405429, -1.453152027, 1.421413741, -0.284496736, 0.254829592))  # a5..a1 / 2
+
+ELEMENTWISE = dict(nogil=True, cache=True, error_model="numpy")  # no division checks: they stop vectorising
+REDUCING = dict(ELEMENTWISE, fastmath={"reassoc"})
+
+
+@intrinsic
+def _float32_from_bits(typingctx, bits):
+    """The float32 whose IEEE bits are the int32 `bits` (a bitcast, free in vector code)."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(types.float32))
+
+    return types.float32(types.int32), codegen
+
+
+@njit(inline="always", **ELEMENTWISE)
+def expf(x):
+    """e^x for float32 x, clamped to [-86.6, 88.3]: below, 2.3e-38 in place of smaller; above, 2.1e38 in place
+    of larger (the kernels call it on x <= 40 only)."""
+    c1, c2, c3, c4, c5, c6 = _EXP_C
+    x = min(max(x, f32(-86.6)), f32(88.3))  # 2^k stays normal (no slow denormals) and finite (k <= 127)
+    k = np.floor(x * _LOG2E + f32(0.5))  # np.floor keeps float32 (math.floor gives an int64)
+    r = x - k * _LN2_HI - k * _LN2_LO  # |r| <= ln 2 / 2
+    p = (((((c1 * r + c2) * r + c3) * r + c4) * r + c5) * r + c6) * (r * r) + r + f32(1.0)
+    return p * _float32_from_bits((np.int32(k) + np.int32(127)) << np.int32(23))
+
+
+@njit(inline="always", **ELEMENTWISE)
+def gelu(v):
+    a5, a4, a3, a2, a1 = _A
+    a = abs(v)
+    t = f32(1.0) / (f32(1.0) + _P * a)
+    tail = ((((a5 * t + a4) * t + a3) * t + a2) * t + a1) * t * expf(f32(-0.5) * a * a)  # Phi(-|x|)
+    return f32(0.5) * (v + a) - a * tail
+
+
+@njit(**ELEMENTWISE)
+def gelu_bias(x, b):
+    """x = GELU(x + b) in place. x (N, I) float32, C-contiguous; b (I,)."""
+    n, m = x.shape
+    for i in range(n):
+        row = x[i]
+        for j in range(m):
+            row[j] = gelu(row[j] + b[j])
+
+
+@njit(**REDUCING)
+def add_layernorm(x, b, residual, w, beta, eps):
+    """x = LayerNorm(x + b + residual) in place, over each row: (v - mean) / sqrt(var + eps) * w + beta, var the
+    mean squared deviation. x, residual (N, C) float32; b, w, beta (C,). The mean is summed about the row's first
+    value (mean = v0 + mean(v - v0)), so a row far from zero loses no more than one near it."""
+    n, m = x.shape
+    inv_m = f32(1.0) / f32(m)
+    for i in range(n):
+        row, res = x[i], residual[i]
+        pivot = row[0] + b[0] + res[0]
+        total = f32(0.0)
+        for j in range(m):
+            v = row[j] + b[j] + res[j]
+            row[j] = v
+            total += v - pivot
+        mean = pivot + total * inv_m
+        squares = f32(0.0)
+        for j in range(m):
+            d = row[j] - mean
+            squares += d * d
+        rstd = f32(1.0) / np.sqrt(squares * inv_m + f32(eps))
+        for j in range(m):
+            row[j] = (row[j] - mean) * rstd * w[j] + beta[j]
+
+
+@njit(**REDUCING)
+def exp_rows(s, bound, limit, inv_sum):
+    """s = exp(s - shift) in place over each row, inv_sum = 1 / the row's sum; the shift is the row's max, or 0
+    where bound (an upper bound of the row's |scores|, e.g. |q_i| max_j |k_j| by Cauchy-Schwarz) is at most
+    limit: exp then stays within [e^-limit, e^limit], and the max's pass (which does not vectorise) is saved.
+    s (R, T) float32; bound (R,) float32, inf to always shift; inv_sum (R,)."""
+    n, m = s.shape
+    for i in range(n):
+        row = s[i]
+        top = f32(0.0)
+        if bound[i] > limit:
+            top = row[0]
+            for j in range(1, m):
+                v = row[j]
+                top = v if v > top else top
+        total = f32(0.0)
+        for j in range(m):
+            e = expf(row[j] - top)
+            row[j] = e
+            total += e
+        inv_sum[i] = f32(1.0) / total
