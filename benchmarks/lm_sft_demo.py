@@ -1,7 +1,7 @@
 """The supervised fine-tuning demo, measured: pre-train a char decoder on Tiny Shakespeare, fine-tune it on the
 dialogue chats of tools/shakespeare_chats.py (who speaks next -> the reply), and sample replies to the held-out
 conversations' user turns. Reports how many replies follow the template: close with <|im_end|> within the token
-budget, and open as "NAME: " for the speaker the user asked for; and the held-out loss on the assistant's tokens
+budget, open as "NAME: words", and name the speaker the user asked for; and the held-out loss on the assistant's tokens
 before and after fine-tuning.
 
     python benchmarks/lm_sft_demo.py [--data ../shared/data/tinyshakespeare/input.txt] [--runs /tmp/lm_sft_demo]
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import re
 import subprocess
 import sys
 import time
@@ -38,6 +39,7 @@ from npminilm.decoder.sampling import generate  # noqa: E402
 PRETRAIN = ["--tokenizer", "char", "--n-embd", "128", "--n-layer", "2", "--n-head", "4", "--block-size", "192",
             "--dropout", "0.2", "--batch-size", "12", "--lr", "1e-3", "--eval-interval", "500", "--eval-iters", "20",
             "--log-interval", "100"]
+SHAPE = re.compile(r"[A-Z][A-Za-z' ]*: \S")  # a reply in the template's shape: "NAME: words"
 SFT = ["--batch-size", "16", "--lr", "1e-3", "--val-fraction", "0.05", "--eval-interval", "100", "--eval-iters", "20",
        "--log-interval", "50"]
 
@@ -86,7 +88,7 @@ def main(argv=None):
     rng = np.random.default_rng(0)
     picks = rng.choice(len(held_out), size=min(a.samples, len(held_out)), replace=False)
     end = tok.special_id(IM_END)
-    closed = named = 0
+    closed = shaped = named = 0
     shown = []
     t0 = time.perf_counter()
     for k, i in enumerate(picks):
@@ -96,6 +98,7 @@ def main(argv=None):
         reply = generate(params, config, prompt, a.max_new_tokens, a.temperature, seed=k, stop=(end,))
         text = tok.decode(reply)
         closed += reply[-1] == end
+        shaped += SHAPE.match(text) is not None
         named += text.startswith(f"{speaker}: ")
         if len(shown) < 8:
             shown.append((user, text))
@@ -117,6 +120,7 @@ def main(argv=None):
         "to held-out user turns, with the template's generation prompt:", "",
         "| replies that | count | share |", "|---|---:|---:|",
         f"| close with <\\|im_end\\|> | {closed} | {closed / n:.0%} |",
+        f"| open as \"NAME: \" and words (a capitalised name, a colon) | {shaped} | {shaped / n:.0%} |",
         f"| open as \"NAME: \" for the speaker asked for | {named} | {named / n:.0%} |", "",
         "Wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in wall.items()) + f"; sampling {sample_s:.1f} s.", "",
         "Samples (user turn -> reply):", "", "```",
