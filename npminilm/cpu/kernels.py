@@ -10,7 +10,8 @@ side.
 Every result depends on its own row alone, and each row is computed in the same order wherever it sits
 (elementwise work without reordering; a row's reductions vectorised in an order fixed by its length), so an
 embedding's bits never depend on its batch. The sums may be reassociated (`fastmath={"reassoc"}`): that is what
-lets LLVM vectorise them.
+lets LLVM vectorise them; multiply-adds become FMAs. The order of every sum is fixed by the row's length, so the
+bits are those of the row alone on a given machine (an AVX2 and an AVX-512 machine may differ in the last bit).
 
 exp is written out (Cephes' expf: k = round(x / ln 2), r = x - k ln 2 in two parts, a degree-7 polynomial, times
 2^k built from its exponent bits), because libm's is a scalar call; its relative error is below 1e-7 (numpy's
@@ -33,8 +34,10 @@ _EXP_C = tuple(f32(c) for c in (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-
 _P = f32(0.3275911 / math.sqrt(2.0))  # A&S's p, with the 1 / sqrt 2 of Phi(-a) = erfc(a / sqrt 2) / 2 folded in
 _A = tuple(f32(0.5 * c) for c in (1.061405429, -1.453152027, 1.421413741, -0.284496736, 0.254829592))  # a5..a1 / 2
 
-ELEMENTWISE = dict(nogil=True, cache=True, error_model="numpy")  # no division checks: they stop vectorising
-REDUCING = dict(ELEMENTWISE, fastmath={"reassoc"})
+# error_model="numpy": no division checks (they stop vectorising); "contract": multiply-adds fused into FMAs (GELU
+# 1.4x faster); "reassoc" on the kernels with sums, so that LLVM vectorises them
+ELEMENTWISE = dict(nogil=True, cache=True, error_model="numpy", fastmath={"contract"})
+REDUCING = dict(ELEMENTWISE, fastmath={"reassoc", "contract"})
 
 
 @intrinsic
@@ -102,6 +105,21 @@ def add_layernorm(x, b, residual, w, beta, eps):
             row[j] = (row[j] - mean) * rstd * w[j] + beta[j]
 
 
+@njit(inline="always", **REDUCING)
+def _row_max(row):
+    """max(row) in 8 running maxima over blocks of 8 (a fixed order for a row's length): LLVM vectorises these,
+    where it leaves a single running max scalar."""
+    n = row.size
+    m0 = m1 = m2 = m3 = m4 = m5 = m6 = m7 = row[0]
+    for j in range(0, n // 8 * 8, 8):
+        m0, m1, m2, m3 = max(m0, row[j]), max(m1, row[j + 1]), max(m2, row[j + 2]), max(m3, row[j + 3])
+        m4, m5, m6, m7 = max(m4, row[j + 4]), max(m5, row[j + 5]), max(m6, row[j + 6]), max(m7, row[j + 7])
+    top = max(max(max(m0, m1), max(m2, m3)), max(max(m4, m5), max(m6, m7)))
+    for j in range(n // 8 * 8, n):
+        top = max(top, row[j])
+    return top
+
+
 @njit(**REDUCING)
 def exp_rows(s, bound, limit, inv_sum):
     """s = exp(s - shift) in place over each row, inv_sum = 1 / the row's sum; the shift is the row's max, or 0
@@ -111,15 +129,11 @@ def exp_rows(s, bound, limit, inv_sum):
     n, m = s.shape
     for i in range(n):
         row = s[i]
-        top = f32(0.0)
-        if bound[i] > limit:
-            top = row[0]
-            for j in range(1, m):
-                v = row[j]
-                top = v if v > top else top
+        top = _row_max(row) if bound[i] > limit else f32(0.0)
         total = f32(0.0)
         for j in range(m):
             e = expf(row[j] - top)
             row[j] = e
             total += e
         inv_sum[i] = f32(1.0) / total
+
