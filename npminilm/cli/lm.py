@@ -82,7 +82,8 @@ def add_commands(sub) -> None:
     p.add_argument("--eval-iters", type=positive_int, default=10, metavar="N")
     p.add_argument("--log-interval", type=positive_int, default=10, metavar="N")
     p.add_argument("--seed", type=int, default=1337, metavar="S")
-    p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out up to --iters")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the checkpoint in --out up to --iters, with its own settings")
     p.set_defaults(func=cmd_lm_sft)
 
     p = lm_sub.add_parser("sample", help="generate text from a checkpoint, streamed to stdout")

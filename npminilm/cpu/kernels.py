@@ -7,11 +7,10 @@ side.
     exp_rows(s, bound, limit, inv_sum)       s = exp(s - shift) in place,       attention's unnormalised softmax,
                                              inv_sum = 1 / rowsum               normalised after P V
 
-Every result depends on its own row alone, and each row is computed in the same order wherever it sits
-(elementwise work without reordering; a row's reductions vectorised in an order fixed by its length), so an
-embedding's bits never depend on its batch. The sums may be reassociated (`fastmath={"reassoc"}`): that is what
-lets LLVM vectorise them; multiply-adds become FMAs. The order of every sum is fixed by the row's length, so the
-bits are those of the row alone on a given machine (an AVX2 and an AVX-512 machine may differ in the last bit).
+Every result depends on its own row alone, and a row runs the same instructions wherever it sits: the sums may be
+reassociated (`fastmath={"reassoc"}`, which lets LLVM vectorise them) but in an order fixed by the row's length,
+and multiply-adds become FMAs everywhere. So an embedding's bits never depend on its batch (an AVX2 and an
+AVX-512 machine may still differ in the last bit, as numpy's own SIMD loops do).
 
 exp is written out (Cephes' expf: k = round(x / ln 2), r = x - k ln 2 in two parts, a degree-7 polynomial, times
 2^k built from its exponent bits), because libm's is a scalar call; its relative error is below 1e-7 (numpy's

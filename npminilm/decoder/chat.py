@@ -16,9 +16,8 @@ A chat file is JSON Lines, one conversation per line, as OpenAI's and TRL's chat
 
 from __future__ import annotations
 
-import json
-
 from ..errors import DataError, NpMiniLMError
+from ..io.jsonl import json_lines
 
 IM_START, IM_END = "<|im_start|>", "<|im_end|>"
 SPECIAL_TOKENS = (IM_START, IM_END)
@@ -72,26 +71,11 @@ def read_chats(path, tokenizer):
     """-> [(ids, trained)] for each conversation of the JSON Lines file (blank lines skipped). A bad record is a
     DataError naming its line: not JSON, not a chat, or characters the tokenizer cannot encode."""
     chats = []
-    try:
-        f = open(path, "rb")  # decoded line by line, so that bad UTF-8 is named by its line too
-    except OSError as exc:
-        raise DataError(f"{path}: {exc.strerror}") from None
-    with f:
-        for n, raw in enumerate(f, 1):
-            try:
-                try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError:
-                    raise DataError("not UTF-8") from None
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"not JSON ({exc.msg} at column {exc.colno})") from None
-                chats.append(render(check_messages(record), tokenizer))
-            except NpMiniLMError as exc:  # DataError, or the tokenizer's UnknownCharacterError
-                raise DataError(f"{path}:{n}: {exc}") from None
+    for n, record in json_lines(path):
+        try:
+            chats.append(render(check_messages(record), tokenizer))
+        except NpMiniLMError as exc:  # DataError, or the tokenizer's UnknownCharacterError
+            raise DataError(f"{path}:{n}: {exc}") from None
     if not chats:
         raise DataError(f"{path}: no conversations")
     return chats

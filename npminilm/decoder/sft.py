@@ -80,12 +80,15 @@ class ChatBatches:
                 for split, rows in (("train", train), ("val", val))}
 
 
-def sft(from_dir, data, out_dir, tc: TrainConfig, resume=False, log=print, workers=None):
+def sft(from_dir, data, out_dir, tc: TrainConfig, resume=False, log=print, workers=None, stop_at=None):
     """Fine-tune the checkpoint in from_dir on the chat file `data` (JSON Lines); checkpoints go to out_dir
-    (resume: go on from the one there). Returns `fit`'s result."""
+    (resume: go on from the one there, with its training settings up to tc.iters; stop_at: stop after that step,
+    as an interruption would). Returns `fit`'s result."""
     if not resume and Path(from_dir).resolve() == Path(out_dir).resolve():
         raise UsageError("--out must be a new folder: fine-tuning would overwrite the checkpoint it starts from")
-    params, config, tok, _, _, _ = load_checkpoint(out_dir if resume else from_dir)
+    params, config, tok, stored, _, _ = load_checkpoint(out_dir if resume else from_dir)
+    if resume:  # the run's own settings, as `lm train --resume` keeps them; only iters may grow
+        tc = TrainConfig.from_dict({**stored, "iters": tc.iters})
     tok = chat_tokenizer(tok)
     params, config = grow_vocab(params, config, tok.vocab_size)
     chats = read_chats(data, tok)
@@ -94,4 +97,4 @@ def sft(from_dir, data, out_dir, tc: TrainConfig, resume=False, log=print, worke
     log(f"{len(chats):,} conversations: {len(batches.train):,} to train on ({n_trained:,} assistant tokens), "
         f"{len(batches.val):,} held out; {batches.cut} cut to the context of {config.block_size} tokens, "
         f"{batches.dropped} dropped (no assistant token left)")
-    return fit(batches, params, config, tc, tok, out_dir, resume, log=log, workers=workers)
+    return fit(batches, params, config, tc, tok, out_dir, resume, stop_at, log, workers)

@@ -7,7 +7,6 @@ with those keys. All rows of a file must have one shape. A bad row is a DataErro
 """
 
 import csv
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
+from ..io.jsonl import json_lines
 
 TEXT_KEYS = (("anchor", "positive", "negative"), ("sentence1", "sentence2"), ("query", "positive", "negative"))
 SCORE_KEYS = ("score", "label")
@@ -138,21 +138,7 @@ def _texts(path, line, cells):
 
 
 def _read_jsonl(path):
-    rows = []
-    try:
-        with open(path, encoding="utf-8") as f:
-            for i, raw in enumerate(f):
-                line = i + 1
-                if not raw.strip():
-                    continue
-                try:
-                    obj = json.loads(raw)
-                except json.JSONDecodeError as e:
-                    raise DataError(f"{path}:{line}: not JSON ({e.msg})") from None
-                rows.append((line, _parse_object(path, line, obj)))
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    return rows
+    return [(line, _parse_object(path, line, obj)) for line, obj in json_lines(path)]
 
 
 def _parse_object(path, line, obj):

@@ -81,8 +81,8 @@ def test_export_writes_gpt2_folder(checkpoint, tmp_path, capsys):
 
 @pytest.mark.parametrize("flags, model_type", [
     (["--norm", "rmsnorm", "--pos", "rope", "--ffn", "swiglu", "--n-kv-head", "1"], "llama"),
-    (["--norm", "rmsnorm", "--pos", "rope", "--ffn", "swiglu", "--no-bias", "--moe-experts", "3", "--moe-top-k", "2"],
-     "mixtral"),
+    (["--norm", "rmsnorm", "--pos", "rope", "--ffn", "swiglu", "--no-bias", "--moe-experts", "3", "--moe-top-k", "2",
+      "--n-inner", "12"], "mixtral"),
     (["--norm", "rmsnorm", "--mixer", "mamba", "--mamba-d-state", "4"], "mamba"),
 ])  # fmt: skip
 def test_components_train_sample_and_export(flags, model_type, corpus, tmp_path, capsys):
@@ -91,6 +91,8 @@ def test_components_train_sample_and_export(flags, model_type, corpus, tmp_path,
     stored = json.loads((tmp_path / "m" / "config.json").read_text())["model"]
     assert stored["norm"] == "rmsnorm" and stored["mixer"] == ("mamba" if model_type == "mamba" else "attention")
     assert stored["pos"] == ("none" if model_type == "mamba" else "rope")
+    if model_type != "mamba":  # SwiGLU's default 8C/3 to a multiple of 8, or --n-inner
+        assert stored["n_inner"] == {"llama": 48, "mixtral": 12}[model_type]
     status, out, _ = run(capsys, "lm", "sample", str(tmp_path / "m"), "--prompt", "ROMEO", "--max-new-tokens", "20",
                          "--seed", "3")
     assert status == 0 and out.startswith("ROMEO") and len(out.rstrip("\n")) == 25
@@ -98,7 +100,10 @@ def test_components_train_sample_and_export(flags, model_type, corpus, tmp_path,
                            "20", "--seed", "3", "--no-kv-cache")
     assert status == 0 and again == out  # inside the block: the cache changes nothing
     status, out, _ = run(capsys, "lm", "export", str(tmp_path / "m"), "--hf", str(tmp_path / "hf"))
-    assert status == 0 and json.loads((tmp_path / "hf" / "config.json").read_text())["model_type"] == model_type
+    hf = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert status == 0 and hf["model_type"] == model_type
+    if model_type != "mamba":
+        assert hf["intermediate_size"] == stored["n_inner"]
 
 
 @pytest.mark.parametrize("case, message", [

@@ -298,3 +298,23 @@ def test_fine_tuned_model_answers_in_the_template(tmp_path):
         assert user_part.mean() > 1.0 and nll[np.array(trained[1:])].mean() < 0.1, (user_part.mean(), who)
     with pytest.raises(UsageError, match="new folder"):
         sft(tmp_path / "base", chats, tmp_path / "base", tc, **quiet)
+
+
+def test_a_resumed_fine_tuning_equals_the_uninterrupted_one(tmp_path):
+    text = "thou art what night speak " * 40 + ALPHABET
+    tok = CharTokenizer.train(text)
+    config = GPTConfig(vocab_size=tok.vocab_size, block_size=40, n_embd=16, n_layer=1, n_head=2, dropout=0.1)
+    train(np.array(tok.encode(text)), config, TrainConfig(batch_size=4, iters=4, eval_interval=4, eval_iters=1),
+          tok, out_dir=tmp_path / "base", log=lambda s: None)
+    rng = np.random.default_rng()
+    chats = tmp_path / "chats.jsonl"
+    chats.write_text("".join(json.dumps({"messages": random_messages(rng, 2, False)}) + "\n" for _ in range(30)))
+    tc = TrainConfig(batch_size=4, iters=8, lr=1e-2, eval_interval=3, eval_iters=2, val_fraction=0.2, seed=4)
+    whole = sft(tmp_path / "base", chats, tmp_path / "a", tc, log=lambda s: None)
+    first = sft(tmp_path / "base", chats, tmp_path / "b", tc, log=lambda s: None, stop_at=5)
+    lines = []
+    resumed = sft(tmp_path / "base", chats, tmp_path / "b", TrainConfig(iters=8), resume=True, log=lines.append)
+    assert any(line.startswith(f"resumed from {tmp_path / 'b'} at step 5") for line in lines)
+    assert first["losses"] + resumed["losses"] == whole["losses"]
+    assert [h for h in resumed["history"] if h["step"] != 5] == whole["history"]  # plus the eval at the cut
+    assert all(np.array_equal(whole["params"][k], resumed["params"][k]) for k in whole["params"])
