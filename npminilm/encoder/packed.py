@@ -10,6 +10,9 @@ What then still depends on the batch is where a text's rows sit in the GEMMs: BL
 in different ways (`runtime.blas_rows`). Packed by BLAS's row classes, every token goes to a row that BLAS
 computes as it computes the token's row when the text is alone, so a text gets the same bits in any batch;
 the few rows no token takes are zeros.
+
+With the `fast` extra (numba), a float32 forward runs each block as `fused.fused_layer`: the same function, with
+the work between the GEMMs in numba kernels (`npminilm.cpu`); `NPMINILM_NUMBA=0` keeps the NumPy ops.
 """
 
 from dataclasses import dataclass
