@@ -19,7 +19,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -80,15 +79,13 @@ def train(name, flags, a):
     done = read_log(log)["evals"]
     if done and done[-1][0] >= a.iters:
         print(f"{name}: done ({log})", flush=True)
-        return None
+        return
     resume = ["--resume"] if (out / "train_state.json").exists() else []
     cmd = [sys.executable, "-m", "npminilm", "lm", "train", "--data", a.data, "--out", str(out),
            "--iters", str(a.iters), *COMMON, *flags, *resume]
     print(f"{name}: {' '.join(cmd[1:])}", flush=True)
-    t0 = time.perf_counter()
     with open(log, "a") as f:
         subprocess.run(cmd, check=True, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT)
-    return time.perf_counter() - t0
 
 
 def plot(logs, entropy, path, title):
@@ -124,9 +121,8 @@ def main(argv=None):
     a = ap.parse_args(argv)
     a.data = str(Path(a.data).resolve())
     Path(a.runs).mkdir(parents=True, exist_ok=True)
-    wall = {}
     for name in a.only.split(","):
-        wall[name] = train(name, VARIANTS[name][1], a)
+        train(name, VARIANTS[name][1], a)
 
     text = open(a.data, encoding="utf-8").read()
     entropy = unigram_entropy(text[: int(round(len(text) * 0.9))])  # the training split's, as the model sees it

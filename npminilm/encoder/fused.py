@@ -11,7 +11,7 @@ the same function as `packed.layer`, with what lies between the GEMMs done in on
 import numpy as np
 
 from ..cpu.kernels import add_layernorm, exp_rows, gelu_bias
-from ..nn.ops import ATTENTION_CHUNK, EXP_FREE, probs_times_values
+from ..nn.ops import EXP_FREE, attention_chunk, probs_times_values
 
 
 def fused_layer(params, config, i, x, batch):
@@ -54,8 +54,7 @@ def attention(q, k, v, n_head):
     with np.errstate(divide="ignore"):
         overflow = np.log(T * np.abs(vh).max(axis=(2, 3))) > 80.0 - EXP_FREE  # (B, NH)
     bound[overflow] = np.inf
-    heads = max(1, min(n_head, ATTENTION_CHUNK // (T * T)))
-    rows = max(1, ATTENTION_CHUNK // (n_head * T * T)) if heads == n_head else 1
+    rows, heads = attention_chunk(B, n_head, T)
     yh = np.empty((B, n_head, T, hs), q.dtype)
     scratch = np.empty(min(rows, B) * heads * T * T, q.dtype)
     inv_sum = np.empty(min(rows, B) * heads * T, q.dtype)

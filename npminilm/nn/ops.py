@@ -261,8 +261,7 @@ def attention_forward(q, k, v, n_head, mask=None, causal=False, scale=None, keep
     # inference without a mask: the (text, head) pairs whose scores cannot leave [-EXP_FREE, EXP_FREE] skip the max
     unshifted = not keep_cache and penalty is None and dropout is None and T >= EXP_FREE_MIN_LENGTH
     free = _exp_free_heads(qh, kh, vh, scale) if unshifted else None
-    heads = max(1, min(n_head, ATTENTION_CHUNK // (T * T)))
-    rows = max(1, ATTENTION_CHUNK // (n_head * T * T)) if heads == n_head else 1
+    rows, heads = attention_chunk(B, n_head, T)
     yh = np.empty((B, n_head, T, hs), q.dtype)
     probs = np.empty((B, n_head, T, T), q.dtype) if keep_cache else np.empty((min(rows, B), heads, T, T), q.dtype)
     for b in range(0, B, rows):
@@ -324,6 +323,13 @@ def _shift_unbounded(scores, free):
         m = head.max(axis=-1, keepdims=True)
         m *= ~free[:, h, None, None]  # 0 for the texts whose scores are bounded
         head -= m
+
+
+def attention_chunk(B, n_head, T):
+    """(texts, heads) of a chunk of the (B, NH, T, T) scores of about ATTENTION_CHUNK entries: a few heads of one
+    text for long texts, all the heads of several for short ones."""
+    heads = max(1, min(n_head, ATTENTION_CHUNK // (T * T)))
+    return (max(1, ATTENTION_CHUNK // (n_head * T * T)) if heads == n_head else 1), heads
 
 
 def probs_times_values(p, v, out):
