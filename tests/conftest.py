@@ -30,7 +30,7 @@ NEEDS_THREADPOOLCTL = ["encoder/test_deterministic.py", "runtime/test_blas_rows.
 NEEDS_SERVE = ["serve/test_server.py", "serve/test_app.py"]  # the `serve` extra, the openai client, threadpoolctl
 NEEDS_PYARROW = ["corpus/test_parquet.py"]  # the `corpus` extra
 NEEDS_RAY = ["corpus/test_ray.py"]  # the `ray` extra: a real local cluster
-NEEDS_NUMBA = ["cpu/*", "encoder/test_fused.py"]  # the `fast` extra's numba kernels
+NEEDS_NUMBA = ["cpu/*", "encoder/test_fused.py"]  # the `fast` extra's numba kernels and MKL
 
 if os.environ.get("NPMINILM_CORE_ONLY") == "1":
     collect_ignore_glob = ["*_oracle.py", "kernels/*", "gpu/*", *NEEDS_THREADPOOLCTL, *NEEDS_SERVE, *NEEDS_PYARROW,
@@ -69,13 +69,17 @@ def encoder64(model_dir):
     return SentenceEncoder(model_dir, dtype="float64")
 
 
-@pytest.fixture(scope="module", params=["numpy", "numba"])
+@pytest.fixture(scope="module", params=["numpy", "numba", "numba+mkl"])
 def kernels(request):
-    """The module's tests once with the NumPy ops and once with the numba kernels (NPMINILM_NUMBA). Only the full
-    environment, which has numba, collects the modules that use it: the numba run never falls back silently."""
+    """The module's tests once with the NumPy ops, once with the numba kernels and numpy's GEMMs, and once with
+    the numba kernels and MKL's packed GEMMs (NPMINILM_NUMBA, NPMINILM_MKL). Only the full environment, which has
+    numba and MKL (x86-64), collects the modules that use it: no run falls back silently."""
     from npminilm import cpu
+    from npminilm.cpu import mkl
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("NPMINILM_NUMBA", "1" if request.param == "numba" else "0")
-        assert cpu.available() == (request.param == "numba"), "numba is not installed here"
+        mp.setenv("NPMINILM_NUMBA", "0" if request.param == "numpy" else "1")
+        mp.setenv("NPMINILM_MKL", "1" if request.param == "numba+mkl" else "0")
+        assert cpu.available() == (request.param != "numpy"), "numba is not installed here"
+        assert mkl.available() == (request.param == "numba+mkl"), "MKL (the mkl wheel) is not installed here"
         yield request.param

@@ -1,7 +1,8 @@
 """The packed forward's block with the numba kernels (`npminilm.cpu`, the `fast` extra), for float32 inference:
 the same function as `packed.layer`, with what lies between the GEMMs done in one pass a row.
 
-    q, k, v = x Wq^T + bq (scaled by 1 / sqrt(hs)), x Wk^T + bk, x Wv^T + bv     GEMMs, then a bias pass each
+    q, k, v = x Wq^T + bq (scaled by 1 / sqrt(hs)), x Wk^T + bk, x Wv^T + bv     GEMMs (MKL's packed sgemm
+                                                                                  where it runs), a bias pass each
     a = attention per run of equal-length texts: S = q k^T, exp_rows(S), P V, rows / their sums
     h = add_layernorm(a Wo^T; bo, x)                                              LN(. + bo + x) in one pass
     f = gelu_bias(h Wi^T; bi)                                                     GELU(. + bi) in one pass
@@ -10,8 +11,15 @@ the same function as `packed.layer`, with what lies between the GEMMs done in on
 
 import numpy as np
 
+from ..cpu import mkl
 from ..cpu.kernels import add_layernorm, exp_rows, gelu_bias
 from ..nn.ops import EXP_FREE, attention_chunk, probs_times_values
+from ..runtime.blas_rows import numpy_matmul_t
+
+
+def linear_gemm():
+    """The x @ w.T of the block's linear layers: from MKL's pack of w where it runs (`cpu.mkl`), else numpy's."""
+    return mkl.matmul_t if mkl.available() else numpy_matmul_t
 
 
 def fused_layer(params, config, i, x, batch):
@@ -22,7 +30,8 @@ def fused_layer(params, config, i, x, batch):
     def w(name):
         return params[p + name]
 
-    q, k, v = (x @ w(f"attention.self.{m}.weight").T for m in ("query", "key", "value"))  # (rows, C) each
+    linear_t = linear_gemm()
+    q, k, v = (linear_t(x, w(f"attention.self.{m}.weight")) for m in ("query", "key", "value"))  # (rows, C) each
     q += w("attention.self.query.bias")
     q *= np.float32(1.0 / np.sqrt(C // NH))  # scaling q is T / NH times cheaper than scaling the scores
     k += w("attention.self.key.bias")
@@ -31,12 +40,12 @@ def fused_layer(params, config, i, x, batch):
     for rows, texts, length in batch.runs():
         y = attention(*(t[rows].reshape(texts, length, C) for t in (q, k, v)), NH)  # (texts, length, C)
         a[rows] = y.reshape(a[rows].shape)
-    h = a @ w("attention.output.dense.weight").T
+    h = linear_t(a, w("attention.output.dense.weight"))
     add_layernorm(h, w("attention.output.dense.bias"), x, w("attention.output.LayerNorm.weight"),
                   w("attention.output.LayerNorm.bias"), eps)
-    f = h @ w("intermediate.dense.weight").T  # (rows, I)
+    f = linear_t(h, w("intermediate.dense.weight"))  # (rows, I)
     gelu_bias(f, w("intermediate.dense.bias"))
-    out = f @ w("output.dense.weight").T
+    out = linear_t(f, w("output.dense.weight"))
     add_layernorm(out, w("output.dense.bias"), h, w("output.LayerNorm.weight"), w("output.LayerNorm.bias"), eps)
     return out
 
@@ -44,28 +53,38 @@ def fused_layer(params, config, i, x, batch):
 def attention(q, k, v, n_head):
     """Softmax attention without a mask, q already scaled: (B, T, C) each -> (B, T, C). The (B, NH, T, T) scores
     go a chunk of heads at a time (ATTENTION_CHUNK entries, in cache) through exp_rows; P V's (T, hs) rows are
-    then divided by the sums instead of normalising P. A row skips its max where Cauchy-Schwarz bounds its
-    scores, |q_i . k_j| <= |q_i| max_j |k_j| <= EXP_FREE, and P V's sums cannot overflow (T e^40 max|v|)."""
+    then multiplied by the sums' inverses instead of normalising P, in the pass that writes them to (B, T, C). A
+    row skips its max where `head_bounds` bounds its scores by EXP_FREE."""
     B, T, C = q.shape
     hs = C // n_head
     qh, kh, vh = (t.reshape(B, T, n_head, hs).transpose(0, 2, 1, 3) for t in (q, k, v))  # (B, NH, T, hs)
-    bound = np.sqrt(np.einsum("bhtd,bhtd->bht", qh, qh))  # (B, NH, T): |q_i|
-    bound *= np.sqrt(np.einsum("bhtd,bhtd->bht", kh, kh).max(axis=-1))[..., None]  # times max_j |k_j|
-    with np.errstate(divide="ignore"):
-        overflow = np.log(T * np.abs(vh).max(axis=(2, 3))) > 80.0 - EXP_FREE  # (B, NH)
-    bound[overflow] = np.inf
+    bound = head_bounds(q, k, v, n_head)  # (B, NH, T)
     rows, heads = attention_chunk(B, n_head, T)
     yh = np.empty((B, n_head, T, hs), q.dtype)
     scratch = np.empty(min(rows, B) * heads * T * T, q.dtype)
-    inv_sum = np.empty(min(rows, B) * heads * T, q.dtype)
+    inv_sum = np.empty((B, n_head, T), q.dtype)
     for b in range(0, B, rows):
         for h in range(0, n_head, heads):
             at = (slice(b, b + rows), slice(h, h + heads))
             r, hh = min(rows, B - b), min(heads, n_head - h)
             scores = scratch[:r * hh * T * T].reshape(r, hh, T, T)
             np.matmul(qh[at], kh[at].transpose(0, 1, 3, 2), out=scores)  # (.., T, hs) @ (.., hs, T) -> (.., T, T)
-            inv = inv_sum[:r * hh * T]
-            exp_rows(scores.reshape(-1, T), np.ascontiguousarray(bound[at]).reshape(-1), EXP_FREE, inv)
+            exp_rows(scores.reshape(-1, T), bound[at].reshape(-1), EXP_FREE, inv_sum[at].reshape(-1))
             probs_times_values(scores, vh[at], yh[at])
-            yh[at] *= inv.reshape(r, hh, T, 1)
-    return yh.transpose(0, 2, 1, 3).reshape(B, T, C)  # (B, NH, T, hs) -> (B, T, C)
+    y = np.empty((B, T, C), q.dtype)
+    np.multiply(yh, inv_sum[..., None], out=y.reshape(B, T, n_head, hs).transpose(0, 2, 1, 3))  # into (B, T, C)
+    return y
+
+
+def head_bounds(q, k, v, n_head):
+    """(B, NH, T) float32, C-contiguous: |q_i| max_j |k_j| per text and head, the Cauchy-Schwarz bound of row i's
+    scores; inf for the heads where P V's sums could overflow without the max (T e^40 max |v| > e^80)."""
+    B, T, C = q.shape
+    q4, k4, v4 = (t.reshape(B, T, n_head, C // n_head) for t in (q, k, v))
+    q_norms = np.einsum("bthd,bthd->bht", q4, q4)  # squared, (B, NH, T)
+    k_max = np.einsum("bthd,bthd->bth", k4, k4).max(axis=1)  # (B, NH)
+    bound = np.sqrt(q_norms * k_max[..., None])
+    with np.errstate(divide="ignore"):
+        overflow = np.log(T * np.abs(v4).max(axis=1).max(axis=-1)) > 80.0 - EXP_FREE  # (B, NH)
+    bound[overflow] = np.inf
+    return bound

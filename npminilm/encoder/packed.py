@@ -108,14 +108,29 @@ def packed_forward(params, config, batch):
         raise InvalidInputError(f"a text of {batch.lengths.max()} tokens exceeds max_position_embeddings "
                                 f"{config.max_position_embeddings}")
     x = embeddings(params, config, batch)
-    block = layer
-    if x.dtype == np.float32 and numba_available():  # the `fast` extra: the same block with numba's fused kernels
-        from .fused import fused_layer
-
-        block = fused_layer
+    block = fused_block(x.dtype) or layer
     for i in range(config.num_hidden_layers):
         x = block(params, config, i, x, batch)
     return x
+
+
+def fused_block(dtype):
+    """`fused.fused_layer` where the `fast` extra's numba kernels run and the forward is float32, else None."""
+    if np.dtype(dtype) != np.float32 or not numba_available():
+        return None
+    from .fused import fused_layer
+
+    return fused_layer
+
+
+def linear_gemm(dtype):
+    """The x @ w.T that the forward's linear layers run for this dtype here, for deterministic mode to probe its
+    rows: the fused block's (`fused.linear_gemm`), or None for numpy's."""
+    if fused_block(dtype) is None:
+        return None
+    from .fused import linear_gemm as fused_gemm
+
+    return fused_gemm()
 
 
 def embeddings(params, config, batch):

@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from ..cpu.mkl import matmul_t as mkl_matmul_t
 from ..errors import InvalidArgumentError, InvalidInputError
 from ..io.hub import DEFAULT_MODEL, resolve_model_path
 from ..nn.ops import l2_normalize_backward, l2_normalize_forward
@@ -13,7 +14,7 @@ from ..util import PRECISIONS, SIMILARITY_FUNCTIONS, quantize_embeddings
 from .backends import backend_class
 from .bert import bert_backward, bert_forward
 from .folder import read_model_folder
-from .packed import PackedTexts, packed_forward
+from .packed import PackedTexts, linear_gemm, packed_forward
 from .pooling import pool_backward, pool_forward, pool_packed
 from .weights import load_bert_params
 
@@ -52,13 +53,21 @@ class SentenceEncoder:
         model = self._read_folder(name_or_path, truncate_dim, prompts, default_prompt_name, similarity_fn_name)
         self.params = load_bert_params(model.weights_path, model.config, self.dtype)
         self._deterministic = _check_deterministic(deterministic)
-        self._row_classes = self._blas_row_classes() if deterministic else (0,)
+        self._row_classes_by_gemm = {}
+        self._row_classes()  # deterministic mode probes its GEMM now: a BLAS it cannot hold on fails here
 
-    def _blas_row_classes(self):
-        """BLAS's row classes for this model's GEMM shapes, on one thread (`runtime.blas_rows`)."""
-        C, I = self.bert_config.hidden_size, self.bert_config.intermediate_size
-        with worker_pool(1, pin_blas=True):
-            return row_classes(self.dtype, ((C, C), (C, I), (I, C)))
+    def _row_classes(self):
+        """The row classes texts are packed by: (0,) (any row) by default; in deterministic mode, those of the
+        GEMM the forward's linear layers run here, on one thread (`runtime.blas_rows`)."""
+        if not self.deterministic:
+            return (0,)
+        gemm = linear_gemm(self.dtype)
+        classes = self._row_classes_by_gemm.get(gemm)
+        if classes is None:
+            C, I = self.bert_config.hidden_size, self.bert_config.intermediate_size
+            with worker_pool(1, pin_blas=True):
+                classes = self._row_classes_by_gemm[gemm] = row_classes(self.dtype, ((C, C), (C, I), (I, C)), gemm)
+        return classes
 
     def _read_folder(self, name_or_path, truncate_dim=None, prompts=None, default_prompt_name=None,
                      similarity_fn_name=None):
@@ -288,9 +297,11 @@ class SentenceEncoder:
         return single, texts, normalize
 
     def _min_pieces(self):
-        """Deterministic mode runs BLAS on one thread per piece: a batch of a few texts then still takes every
-        core when cut into one piece per core (which changes no bits: each text's rows are the same in any piece)."""
-        return default_workers() if self.deterministic else 1
+        """Deterministic mode runs BLAS on one thread per piece, and MKL's GEMMs (`cpu.mkl`) always do: a batch
+        of a few texts then still takes every core when cut into one piece per core (which changes no bits: each
+        text's rows are the same in any piece)."""
+        one_thread = self.deterministic or linear_gemm(self.dtype) is mkl_matmul_t
+        return default_workers() if one_thread else 1
 
     def _encode_batch(self, texts, normalize, output_value, skip=0):
         features = self.tokenizer.batch_encode(self._prepare(texts), max_length=self.max_seq_length, padding=False)
@@ -298,7 +309,7 @@ class SentenceEncoder:
 
     def _encode_rows(self, id_rows, normalize, output_value, skip=0):
         type_rows = [np.zeros(len(ids), dtype=np.int64) for ids in id_rows]
-        batch = PackedTexts.pack(id_rows, type_rows, self._row_classes)
+        batch = PackedTexts.pack(id_rows, type_rows, self._row_classes())
         h = packed_forward(self.params, self.bert_config, batch)
         text_rows = batch.text_rows()
         emb = pool_packed(h, text_rows, self.pooling_modes, skip)

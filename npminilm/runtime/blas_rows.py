@@ -21,17 +21,23 @@ MULTIPLES = (1, 2, 3, 5, 8, 100)  # row counts probed for each candidate period,
 FEW_MULTIPLES = MULTIPLES[:-1]
 
 
+def numpy_matmul_t(x, w):
+    return x @ w.T
+
+
 @lru_cache(maxsize=None)
-def row_classes(dtype, shapes):
+def row_classes(dtype, shapes, matmul_t=None):
     """(class of each position 0..P-1), for the smallest period P in PERIODS such that in GEMMs of a multiple of
     P rows, rows at positions equal modulo P get identical bits, for every (in_features, out_features) in
     `shapes`; positions are in one class when they give identical bits too. Classes are numbered from 0 in order
-    of first position. Raises RuntimeError when no period holds (a BLAS whose rows depend on something else)."""
+    of first position. Raises RuntimeError when no period holds (a BLAS whose rows depend on something else).
+    matmul_t(x, w) is the GEMM probed, x @ w.T; None probes numpy's (e.g. `cpu.mkl.matmul_t` instead)."""
+    matmul_t = numpy_matmul_t if matmul_t is None else matmul_t
     rng = np.random.default_rng(0)
     probes = [(rng.standard_normal((n_out, n_in)).astype(dtype), rng.standard_normal((3, n_in)).astype(dtype))
               for n_in, n_out in shapes]
     for period in PERIODS:
-        signatures = [_signatures(period, w, v, MULTIPLES if i == 0 else FEW_MULTIPLES)
+        signatures = [_signatures(matmul_t, period, w, v, MULTIPLES if i == 0 else FEW_MULTIPLES)
                       for w, vectors in probes for i, v in enumerate(vectors)]
         if all(s is not None for s in signatures):
             keys = list(zip(*signatures))  # per position: its result in every probe
@@ -40,11 +46,11 @@ def row_classes(dtype, shapes):
     raise RuntimeError(f"this BLAS gives GEMM rows no period among {PERIODS}; deterministic mode cannot hold")
 
 
-def _signatures(period, weight, v, multiples):
+def _signatures(matmul_t, period, weight, v, multiples):
     """The bytes of each position's result when `period` holds for this probe, else None."""
     reference = None
     for m in multiples:
-        out = np.repeat(v[None], period * m, axis=0) @ weight.T  # (rows, out): every row the same input
+        out = matmul_t(np.repeat(v[None], period * m, axis=0), weight)  # (rows, out): every row the same input
         reference = out[:period] if reference is None else reference
         if not np.array_equal(out.reshape(m, period, -1), np.broadcast_to(reference, (m,) + reference.shape)):
             return None

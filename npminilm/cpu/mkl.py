@@ -1,0 +1,126 @@
+"""The encoder's linear layers through oneMKL's packed sgemm (the `fast` extra's `mkl` wheel, x86-64), on one
+thread per call.
+
+    w_packed = pack(w)                  once per weight: MKL's own tile layout of B = w^T, (out, in) weight
+    out = matmul_t(x, w)                (M, in) @ (in, out) -> (M, out), i.e. x @ w.T, from the packed copy
+
+numpy's OpenBLAS packs the weight again in every call; MKL packs it once (`cblas_sgemm_pack`) and then
+computes straight from its tiles (`cblas_sgemm_compute`), as OpenVINO and onnxruntime do with their own
+GEMMs. In the forward, with weights coming from L3, that runs 512-row GEMMs at about 165 GFLOP/s on one core
+against OpenBLAS's 127 (Xeon, AVX-512, 2026-12-02).
+
+A row's product does not depend on the others: from a pack made for PACK_ROWS rows, every row of a product of
+any row count, at any position and alignment, has the same bits (a pack made for one row takes another path,
+gemv's). `runtime.blas_rows` checks that on the machine before deterministic mode relies on it.
+
+MKL runs its sequential layer: the encoder's worker threads share the cores (`runtime.parallel`), each GEMM
+on the thread that calls it. `available()` says whether it runs here: the library is installed, NPMINILM_MKL
+is not "0", and the CPU is Intel's, where it was measured (NPMINILM_MKL=1 turns it on elsewhere).
+"""
+
+import ctypes
+import functools
+import importlib.metadata
+import os
+import weakref
+
+import numpy as np
+
+from ..errors import InvalidInputError
+
+PACK_ROWS = 512  # the row count the packs are made for (a product of any other count reads them as well)
+_ROW_MAJOR, _NO_TRANS, _TRANS, _PACKED, _B_MATRIX = 101, 111, 112, 151, 162  # CBLAS enums
+_SEQUENTIAL = 1  # MKL_THREADING_SEQUENTIAL
+
+
+@functools.cache
+def _library_path():
+    """The path of libmkl_rt from the installed `mkl` distribution, or None."""
+    try:
+        files = importlib.metadata.distribution("mkl").files or ()
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    found = [f for f in files if f.name.startswith("libmkl_rt.so")]
+    return str(found[0].locate()) if found else None
+
+
+@functools.cache
+def _intel_cpu():
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            return "GenuineIntel" in f.read(4096)
+    except OSError:
+        return False
+
+
+@functools.cache
+def _load():
+    """libmkl_rt with its sequential layer and the three packed-GEMM calls typed, or None."""
+    path = _library_path()
+    if path is None:
+        return None
+    lib = ctypes.CDLL(path)  # RTLD_LOCAL: no symbol of it shadows another library's BLAS
+    if lib.MKL_Set_Threading_Layer(_SEQUENTIAL) != _SEQUENTIAL:
+        return None  # MKL was started with another layer by someone else in this process
+    i, p, f = ctypes.c_int, ctypes.c_void_p, ctypes.c_float
+    lib.cblas_sgemm_pack_get_size.argtypes = [i, i, i, i]
+    lib.cblas_sgemm_pack_get_size.restype = ctypes.c_size_t
+    lib.cblas_sgemm_pack.argtypes = [i, i, i, i, i, i, f, p, i, p]
+    lib.cblas_sgemm_compute.argtypes = [i, i, i, i, i, i, p, i, p, i, f, p, i]
+    return lib
+
+
+def available():
+    """Whether the encoder's float32 linear layers run through MKL here (read at each call)."""
+    flag = os.environ.get("NPMINILM_MKL", "")
+    if flag == "0" or (flag != "1" and not _intel_cpu()):
+        return False
+    return _load() is not None
+
+
+class PackedWeight:
+    """A float32 weight (out, in) held as MKL's packed B = w^T, for products x @ w.T."""
+
+    def __init__(self, w):
+        lib = _load()
+        w = np.ascontiguousarray(w, dtype=np.float32)
+        self.out_features, self.in_features = w.shape
+        size = lib.cblas_sgemm_pack_get_size(_B_MATRIX, PACK_ROWS, self.out_features, self.in_features)
+        self.buffer = np.empty(-(-size // 4), np.float32)  # bytes -> float32 slots, rounded up
+        lib.cblas_sgemm_pack(_ROW_MAJOR, _B_MATRIX, _TRANS, PACK_ROWS, self.out_features, self.in_features,
+                             1.0, w.ctypes.data, self.in_features, self.buffer.ctypes.data)
+
+    def matmul_t(self, x, out=None):
+        """x @ w.T: x (M, in) float32 with unit column stride -> out (M, out), a new array unless given."""
+        M, K = x.shape
+        lda = x.strides[0] // 4 if M > 1 else K  # numpy's strides along a dimension of one element are arbitrary
+        if (K != self.in_features or x.dtype != np.float32 or (M and K > 1 and x.strides[1] != 4)
+                or x.strides[0] % 4 or lda < K):
+            raise InvalidInputError(f"x must be float32 (M, {self.in_features}) with contiguous rows, got {x.dtype} "
+                                    f"{x.shape} strides {x.strides}")
+        out = np.empty((M, self.out_features), np.float32) if out is None else out
+        if M:
+            _load().cblas_sgemm_compute(_ROW_MAJOR, _NO_TRANS, _PACKED, M, self.out_features, K, x.ctypes.data,
+                                        lda, self.buffer.ctypes.data, self.out_features, 0.0, out.ctypes.data,
+                                        self.out_features)
+        return out
+
+
+_packs = {}  # id(weight) -> (weakref to the weight, its PackedWeight); an entry goes with its weight
+
+
+def pack(w):
+    """The PackedWeight of float32 weight array w, made on first use and kept while w lives (w must not change
+    in place afterwards: the pack is a copy)."""
+    key = id(w)
+    entry = _packs.get(key)
+    if entry is not None and entry[0]() is w:
+        return entry[1]
+    packed = PackedWeight(w)
+    _packs[key] = (weakref.ref(w, lambda _, key=key: _packs.pop(key, None)), packed)
+    return packed
+
+
+def matmul_t(x, w):
+    """x @ w.T for float32 x (M, in) and weight w (out, in), from w's pack."""
+    return pack(w).matmul_t(x)

@@ -1,0 +1,70 @@
+"""MKL's packed sgemm (npminilm/cpu/mkl.py) against float64 GEMMs over awkward shapes, a row's bits the same at
+any row count, position and alignment, and the packs' lifetime."""
+
+import gc
+
+import numpy as np
+import pytest
+
+from npminilm.cpu import mkl
+from npminilm.errors import InvalidInputError
+
+SHAPES = [(1, 1, 1), (3, 7, 5), (17, 33, 65), (512, 384, 1536), (700, 1536, 384), (129, 384, 1152)]  # (M, K, N)
+
+
+@pytest.fixture(autouse=True)
+def mkl_on(monkeypatch):
+    monkeypatch.setenv("NPMINILM_MKL", "1")
+    assert mkl.available(), "MKL (the mkl wheel) is not installed here"
+
+
+@pytest.mark.parametrize("M,K,N", SHAPES)
+def test_matmul_t_as_close_to_float64_as_numpy(M, K, N):
+    rng = np.random.default_rng()
+    x = rng.standard_normal((M, K)).astype(np.float32)
+    w = (rng.standard_normal((N, K)) / np.sqrt(K)).astype(np.float32)
+    exact = x.astype(np.float64) @ w.T.astype(np.float64)
+    err = np.abs(mkl.matmul_t(x, w) - exact).max()
+    numpy_err = np.abs(x @ w.T - exact).max()
+    assert err <= 2.0 * numpy_err + 1e-6, (err, numpy_err)
+
+
+def test_a_row_has_the_same_bits_at_any_row_count_position_and_alignment():
+    rng = np.random.default_rng()
+    K, N = 384, 1536
+    w = rng.standard_normal((N, K)).astype(np.float32)
+    rows = rng.standard_normal((600, K)).astype(np.float32)
+    whole = mkl.matmul_t(rows, w)
+    raw = np.empty(700 * K + 16, np.float32)
+    for m in (1, 2, 3, 7, 16, 31, 64, 255, 511, 513):
+        start = int(rng.integers(0, 600 - m + 1))
+        shift = int(rng.integers(0, 16))  # the rows 0..60 bytes off the buffer's alignment
+        x = raw[shift:shift + m * K].reshape(m, K)
+        x[...] = rows[start:start + m]
+        assert np.array_equal(mkl.matmul_t(x, w), whole[start:start + m]), (m, start, shift)
+    wide = np.zeros((50, K + 5), np.float32)  # rows further apart than K (lda > K)
+    wide[:, :K] = rows[100:150]
+    assert np.array_equal(mkl.matmul_t(wide[:, :K], w), whole[100:150])
+
+
+def test_a_pack_is_made_once_and_goes_with_its_weight():
+    w = np.random.default_rng().standard_normal((8, 4)).astype(np.float32)
+    first = mkl.pack(w)
+    assert mkl.pack(w) is first
+    key = id(w)
+    del w, first
+    gc.collect()
+    assert key not in mkl._packs
+
+
+def test_wrong_inputs_are_typed_errors():
+    w = np.ones((6, 4), np.float32)
+    for x in (np.ones((3, 5), np.float32), np.ones((3, 4), np.float64), np.ones((4, 3), np.float32).T):
+        with pytest.raises(InvalidInputError):
+            mkl.matmul_t(x, w)
+    assert mkl.matmul_t(np.ones((0, 4), np.float32), w).shape == (0, 6)
+
+
+def test_npminilm_mkl_0_turns_it_off(monkeypatch):
+    monkeypatch.setenv("NPMINILM_MKL", "0")
+    assert not mkl.available()
