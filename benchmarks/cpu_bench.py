@@ -1,6 +1,7 @@
-"""CPU throughput, side by side in one process, in alternating rounds: npminilm (default: the numba kernels when
-the `fast` extra is installed; the NumPy ops alone, NPMINILM_NUMBA=0; and deterministic=True), sentence-transformers (torch CPU), onnxruntime on a fused ONNX graph and OpenVINO fp32 on the same export: the
-fp32 engines people pick.
+"""CPU throughput, side by side in one process, in alternating rounds: npminilm (default: the numba kernels and
+MKL's packed GEMMs when the `fast` extra is installed; the numba kernels with numpy's OpenBLAS, NPMINILM_MKL=0;
+the NumPy ops alone, NPMINILM_NUMBA=0; and deterministic=True), sentence-transformers (torch CPU), onnxruntime on
+a fused ONNX graph and OpenVINO fp32 on the same export: the fp32 engines people pick.
 
     pip install -e ".[test,bench]"      # the peers: sentence-transformers, onnxruntime, onnx, openvino
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/cpu_bench.py [--rounds 3] [--out FILE.md]
@@ -9,8 +10,8 @@ Workloads: the 2,758 STSb test sentences and 200 passages of 200 words from Tiny
 256 tokens), at batch sizes 32 and 128. Prints sentences/s per engine, the ratio to ST (the median over rounds),
 and the achieved GFLOP/s (real tokens only: L * n * (8C^2 + 4CI + 4nC) for a text of n tokens, 22.4 MFLOP per
 token at n = 128) as a share of the sgemm rate measured in the same run. Then npminilm's per-stage profile for
-each kernel set (GEMMs, attention, GELU, LayerNorm, the rest; one worker, so the stages add up to the wall
-time), the tokenizer
+each kernel set (GEMMs, attention, GELU, LayerNorm, the rest; one worker with BLAS on one thread, so the stages
+add up to the wall time and show one core's), the tokenizer
 against the HF fast tokenizer called one text at a time (and a check that the ids agree), cold start (a fresh
 process: import, load, first embedding) and peak RSS (a fresh process encoding the STSb sentences). Writes the
 tables with the machine (CPU model, ISA, the BLAS library and kernel numpy runs, from threadpoolctl), versions,
@@ -175,52 +176,78 @@ def machine():
     return model, isa, blas, env
 
 
-STAGES = {  # per kernel set: the module of encode's forward, and its functions timed by the profile
-    "numpy": ("npminilm.encoder.packed", {
-        "linear_forward": "GEMMs (Q, K, V, output, FFN up and down) and their biases",
-        "attention_forward": "attention (scores, softmax, P V), per run of equal-length texts",
-        "gelu_forward": "GELU",
-        "layernorm_forward": "LayerNorm",
+GEMMS = "the linear layers' GEMMs (Q, K, V, output, FFN up and down)"
+STAGES = {  # per kernel set: its environment, the functions timed ("module:name": stage) and the remainder's name
+    "numpy": ({"NPMINILM_NUMBA": "0"}, {
+        "npminilm.encoder.packed:linear_forward": GEMMS + " and their biases",
+        "npminilm.encoder.packed:attention_forward": "attention (scores, softmax, P V), per run of equal-length texts",
+        "npminilm.encoder.packed:gelu_forward": "GELU",
+        "npminilm.encoder.packed:layernorm_forward": "LayerNorm",
     }, "the rest of encode (tokenising, embedding lookups, residual sums, pooling)"),
-    "numba": ("npminilm.encoder.fused", {
-        "attention": "attention (scores, exp_rows, P V), per run of equal-length texts",
-        "gelu_bias": "GELU with the FFN's bias (one kernel)",
-        "add_layernorm": "bias + residual + LayerNorm (one kernel)",
-    }, "the rest: the GEMMs (Q, K, V, output, FFN up and down), Q/K/V biases, tokenising, lookups, pooling"),
+    "numba + OpenBLAS": ({"NPMINILM_NUMBA": "1", "NPMINILM_MKL": "0"}, {
+        "npminilm.encoder.fused:numpy_matmul_t": GEMMS + ", numpy's OpenBLAS",
+        "npminilm.encoder.fused:attention": "attention (bounds, scores, exp_rows, P V), per run of equal-length texts",
+        "npminilm.encoder.fused:gelu_bias": "GELU with the FFN's bias (one kernel)",
+        "npminilm.encoder.fused:add_layernorm": "bias + residual + LayerNorm (one kernel)",
+    }, "the rest: Q/K/V biases, tokenising, embedding lookups, pooling"),
+    "numba + MKL": ({"NPMINILM_NUMBA": "1", "NPMINILM_MKL": "1"}, {
+        "npminilm.cpu.mkl:matmul_t": GEMMS + ", MKL's packed sgemm",
+        "npminilm.encoder.fused:attention": "attention (bounds, scores, exp_rows, P V), per run of equal-length texts",
+        "npminilm.encoder.fused:gelu_bias": "GELU with the FFN's bias (one kernel)",
+        "npminilm.encoder.fused:add_layernorm": "bias + residual + LayerNorm (one kernel)",
+    }, "the rest: Q/K/V biases, tokenising, embedding lookups, pooling"),
 }
+
+
+def kernel_sets():
+    """The kernel sets that run here: the NumPy ops always; numba's with OpenBLAS, and with MKL, when installed."""
+    from npminilm import cpu
+    from npminilm.cpu import mkl
+
+    sets = ["numpy"]
+    if cpu.available():
+        sets.insert(0, "numba + OpenBLAS")
+        with environment(NPMINILM_MKL="1"):
+            if mkl.available():
+                sets.insert(0, "numba + MKL")
+    return sets
 
 
 def stage_profile(encoder, texts, batch_size, kernels):
     """Where npminilm's encode spends its time on `texts`, by stage: each op of the BERT forward wrapped in a
-    timer (one worker: the sum of the stages is then the forward's wall time), the rest of encode
-    (tokenising, residual sums, pooling, batching) as the remainder. Returns rows of (stage, seconds, share)."""
+    timer (one worker, BLAS on one thread: the sum of the stages is then the forward's wall time on one core),
+    the rest of encode (tokenising, residual sums, pooling, batching) as the remainder. Returns rows of (stage,
+    seconds, share) and the total."""
     import importlib
 
-    module_name, stages, rest_name = STAGES[kernels]
-    module = importlib.import_module(module_name)
-    spent = dict.fromkeys(stages, 0.0)
-    originals = {name: getattr(module, name) for name in stages}
+    from threadpoolctl import threadpool_limits
 
-    def timer(name, fn):
+    env, stages, rest_name = STAGES[kernels]
+    spent = dict.fromkeys(stages, 0.0)
+    targets = {key: importlib.import_module(key.split(":")[0]) for key in stages}
+    originals = {key: getattr(targets[key], key.split(":")[1]) for key in stages}
+
+    def timer(key, fn):
         def timed_op(*args, **kwargs):
             start = time.perf_counter()
             try:
                 return fn(*args, **kwargs)
             finally:
-                spent[name] += time.perf_counter() - start
+                spent[key] += time.perf_counter() - start
 
         return timed_op
 
     try:
-        for name, fn in originals.items():
-            setattr(module, name, timer(name, fn))
-        # one piece at a time: the stage times add up to the wall time
-        with environment(NPMINILM_NUM_THREADS="1", NPMINILM_NUMBA="1" if kernels == "numba" else "0"):
+        for key, fn in originals.items():
+            setattr(targets[key], key.split(":")[1], timer(key, fn))
+        with environment(NPMINILM_NUM_THREADS="1", **env), threadpool_limits(1, user_api="blas"):
+            encoder.encode(texts[:8], batch_size=batch_size)  # numba's and MKL's first calls out of the timing
+            spent.update(dict.fromkeys(stages, 0.0))
             total, _ = timed(lambda: encoder.encode(texts, batch_size=batch_size))
     finally:
-        for name, fn in originals.items():
-            setattr(module, name, fn)
-    rows = [(stages[name], t, t / total) for name, t in spent.items()]
+        for key, fn in originals.items():
+            setattr(targets[key], key.split(":")[1], fn)
+    rows = [(stages[key], t, t / total) for key, t in spent.items()]
     rest = total - sum(spent.values())
     return rows + [(rest_name, rest, rest / total)], total
 
@@ -240,10 +267,10 @@ def environment(**values):
                 os.environ[k] = v
 
 
-def numpy_ops(encode):
-    """encode with the NumPy ops alone (NPMINILM_NUMBA=0), whatever is installed."""
+def with_environment(encode, **values):
+    """encode with environment variables set for each call (e.g. NPMINILM_NUMBA="0": the NumPy ops alone)."""
     def run(*args, **kwargs):
-        with environment(NPMINILM_NUMBA="0"):
+        with environment(**values):
             return encode(*args, **kwargs)
 
     return run
@@ -251,6 +278,8 @@ def numpy_ops(encode):
 
 COLD = {
     "npminilm": "import npminilm; e = npminilm.SentenceEncoder(); e.encode('A man is playing a guitar.')",
+    "npminilm OpenBLAS": "import os; os.environ['NPMINILM_MKL'] = '0'; import npminilm; e = npminilm.SentenceEncoder(); "
+                         "e.encode('A man is playing a guitar.')",
     "npminilm numpy": "import os; os.environ['NPMINILM_NUMBA'] = '0'; import npminilm; e = npminilm.SentenceEncoder(); "
                       "e.encode('A man is playing a guitar.')",
     "sentence-transformers": "from sentence_transformers import SentenceTransformer; "
@@ -258,6 +287,8 @@ COLD = {
 }
 RSS = {
     "npminilm": "import npminilm; e = npminilm.SentenceEncoder(); e.encode(TEXTS, batch_size=32)",
+    "npminilm OpenBLAS": "import os; os.environ['NPMINILM_MKL'] = '0'; import npminilm; e = npminilm.SentenceEncoder(); "
+                         "e.encode(TEXTS, batch_size=32)",
     "npminilm numpy": "import os; os.environ['NPMINILM_NUMBA'] = '0'; import npminilm; e = npminilm.SentenceEncoder(); "
                       "e.encode(TEXTS, batch_size=32)",
     "sentence-transformers": "from sentence_transformers import SentenceTransformer; "
@@ -303,6 +334,22 @@ def tokenizer_rows(ours, texts_by_name, rounds):
     return rows
 
 
+def kernels_line(sets):
+    """What npminilm runs here, for the results' header."""
+    from importlib.metadata import version
+
+    from npminilm.cpu import mkl
+
+    if sets == ["numpy"]:
+        return "the NumPy ops (numba is not installed: pip install '.[fast]')"
+    line = f"numba {version('numba')} kernels (npminilm.cpu)"
+    if "numba + MKL" in sets:
+        default = "by default" if mkl.available() else "only with NPMINILM_MKL=1 (not an Intel CPU)"
+        line += (f"; the linear layers through MKL {version('mkl')}'s packed sgemm {default}, through numpy's "
+                 "OpenBLAS as `npminilm OpenBLAS`")
+    return line + "; the NumPy ops alone as `npminilm numpy`"
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -319,18 +366,13 @@ def main():
     ours = npminilm.SentenceEncoder()
     deterministic = npminilm.SentenceEncoder(deterministic=True)
     peer = SentenceTransformer(str(ours.folder), device="cpu")
-    from npminilm import cpu
-
-    kernel_sets = ["numba", "numpy"] if cpu.available() else ["numpy"]
-    if cpu.available():
-        import numba
-
-        kernels = f"numba {numba.__version__} kernels (npminilm.cpu), and the NumPy ops alone as `npminilm numpy`"
-    else:
-        kernels = "the NumPy ops (numba is not installed: pip install '.[fast]')"
+    sets = kernel_sets()
+    kernels = kernels_line(sets)
     engines = {"npminilm": ours.encode}
-    if cpu.available():
-        engines["npminilm numpy"] = numpy_ops(ours.encode)
+    if "numba + MKL" in sets:
+        engines["npminilm OpenBLAS"] = with_environment(ours.encode, NPMINILM_MKL="0")
+    if len(sets) > 1:
+        engines["npminilm numpy"] = with_environment(ours.encode, NPMINILM_NUMBA="0")
     engines.update({"npminilm deterministic": deterministic.encode, "ST": peer.encode})
     peers, failed = {}, []
     tmp = tempfile.TemporaryDirectory()
@@ -372,7 +414,7 @@ def main():
 
     profile = []
     for name, texts in texts_by_name.items():
-        for kernel_set in kernel_sets:
+        for kernel_set in sets:
             rows, total = stage_profile(ours, texts, 32, kernel_set)
             profile += [f"### {name}, batch 32, one worker, {kernel_set} kernels: {total:.2f} s", "",
                         "| stage | s | share |", "|---|---|---|"]
@@ -397,7 +439,8 @@ def main():
         f"# CPU benchmark, {datetime.datetime.now().isoformat(timespec='minutes')}",
         "",
         f"- machine: {model}, {isa}, {os.cpu_count()} cores ({platform.machine()})",
-        f"- BLAS under numpy: {blas}; OPENBLAS settings in the environment: {blas_env or 'none'}",
+        f"- BLAS libraries loaded (threadpoolctl; numpy's is the openblas with its kernel): {blas}; OPENBLAS settings in "
+        f"the environment: {blas_env or 'none'}",
         f"- npminilm's kernels: {kernels}",
         f"- python {platform.python_version()}, numpy {np.__version__}, torch {torch.__version__} "
         f"({torch.get_num_threads()} threads), npminilm {npminilm.__version__}, "

@@ -1,5 +1,6 @@
 """CPU kernels compiled by numba (the `fast` extra): the encoder's float32 inference forward fused into fewer
-passes (`kernels.py`, composed in `npminilm.encoder.fused`).
+passes (`kernels.py`, composed in `npminilm.encoder.fused`), and its linear layers through oneMKL's packed sgemm
+(`mkl.py`, on Intel CPUs by default; NPMINILM_MKL=0 keeps numpy's BLAS).
 
 `available()` says whether they run here: numba is installed and NPMINILM_NUMBA is not "0" (read at each call,
 so a process can switch). Without them the encoder runs the NumPy ops, with the same results to float32 rounding.

@@ -13,12 +13,12 @@ import numpy as np
 from ..errors import InvalidArgumentError, InvalidInputError, ModelLoadError
 from ..io.hub import resolve_model_path
 from ..nn.ops import linear_backward, linear_forward
-from ..runtime.parallel import map_batches
+from ..runtime.parallel import default_workers, map_batches
 from ..tokenization.wordpiece import WordPieceTokenizer
 from .bert import bert_backward, bert_forward
 from .config import BertConfig
 from .folder import read_json, tokenizer_max_length
-from .packed import PackedTexts, packed_forward
+from .packed import PackedTexts, gemms_on_one_thread, packed_forward
 from .weights import POOLER_KEYS, float_tensors, load_bert_params, load_checked
 
 CLASSIFIER_KEYS = ("classifier.weight", "classifier.bias")
@@ -123,6 +123,8 @@ class CrossEncoder:
         ids, types = features["input_ids"], features["token_type_ids"]
         order = np.argsort([-len(row) for row in ids], kind="stable")
         batches = [order[s:s + batch_size] for s in range(0, len(pairs), batch_size)]
+        if len(batches) == 1 and gemms_on_one_thread(self.dtype):  # a piece per core, each on its own thread
+            batches = [piece for piece in np.array_split(batches[0], default_workers()) if len(piece)]
 
         def run(idx):
             batch = PackedTexts.pack([ids[i] for i in idx], [types[i] for i in idx])

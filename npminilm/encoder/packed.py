@@ -12,7 +12,8 @@ computes as it computes the token's row when the text is alone, so a text gets t
 the few rows no token takes are zeros.
 
 With the `fast` extra (numba), a float32 forward runs each block as `fused.fused_layer`: the same function, with
-the work between the GEMMs in numba kernels (`npminilm.cpu`); `NPMINILM_NUMBA=0` keeps the NumPy ops.
+the work between the GEMMs in numba kernels and the GEMMs through MKL's packed sgemm where it runs
+(`npminilm.cpu`); `NPMINILM_NUMBA=0` keeps the NumPy ops.
 """
 
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from functools import cached_property
 import numpy as np
 
 from ..cpu import available as numba_available
+from ..cpu.mkl import available as mkl_available
 from ..errors import InvalidInputError
 from ..nn.ops import attention_forward, gelu_forward, layernorm_forward, linear_forward
 
@@ -131,6 +133,12 @@ def linear_gemm(dtype):
     from .fused import linear_gemm as fused_gemm
 
     return fused_gemm()
+
+
+def gemms_on_one_thread(dtype):
+    """Whether the forward's linear layers run on the calling thread alone here (MKL's sequential GEMMs), so that
+    a lone batch takes every core only when cut into a piece per core."""
+    return linear_gemm(dtype) is not None and mkl_available()
 
 
 def embeddings(params, config, batch):

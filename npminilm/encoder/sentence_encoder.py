@@ -2,7 +2,6 @@
 
 import numpy as np
 
-from ..cpu.mkl import matmul_t as mkl_matmul_t
 from ..errors import InvalidArgumentError, InvalidInputError
 from ..io.hub import DEFAULT_MODEL, resolve_model_path
 from ..nn.ops import l2_normalize_backward, l2_normalize_forward
@@ -14,7 +13,7 @@ from ..util import PRECISIONS, SIMILARITY_FUNCTIONS, quantize_embeddings
 from .backends import backend_class
 from .bert import bert_backward, bert_forward
 from .folder import read_model_folder
-from .packed import PackedTexts, linear_gemm, packed_forward
+from .packed import PackedTexts, gemms_on_one_thread, linear_gemm, packed_forward
 from .pooling import pool_backward, pool_forward, pool_packed
 from .weights import load_bert_params
 
@@ -300,8 +299,7 @@ class SentenceEncoder:
         """Deterministic mode runs BLAS on one thread per piece, and MKL's GEMMs (`cpu.mkl`) always do: a batch
         of a few texts then still takes every core when cut into one piece per core (which changes no bits: each
         text's rows are the same in any piece)."""
-        one_thread = self.deterministic or linear_gemm(self.dtype) is mkl_matmul_t
-        return default_workers() if one_thread else 1
+        return default_workers() if self.deterministic or gemms_on_one_thread(self.dtype) else 1
 
     def _encode_batch(self, texts, normalize, output_value, skip=0):
         features = self.tokenizer.batch_encode(self._prepare(texts), max_length=self.max_seq_length, padding=False)
