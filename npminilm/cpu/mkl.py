@@ -4,7 +4,8 @@ thread per call.
     w_packed = pack(w)                  once per weight: MKL's own tile layout of B = w^T, (out, in) weight
     out = matmul_t(x, w)                (M, in) @ (in, out) -> (M, out), i.e. x @ w.T, from the packed copy
 
-numpy's OpenBLAS packs the weight again in every call; MKL packs it once (`cblas_sgemm_pack`) and then
+numpy's OpenBLAS packs the weight again in every call; MKL packs it once (and the weight is read-only from then
+on, while the packed copy is current: see `pack`) (`cblas_sgemm_pack`) and then
 computes straight from its tiles (`cblas_sgemm_compute`), as OpenVINO and onnxruntime do with their own
 GEMMs. In the forward, with weights coming from L3, that runs 512-row GEMMs at about 165 GFLOP/s on one core
 against OpenBLAS's 127 (Xeon, AVX-512, 2026-12-02).
@@ -110,13 +111,15 @@ _packs = {}  # id(weight) -> (weakref to the weight, its PackedWeight); an entry
 
 
 def pack(w):
-    """The PackedWeight of float32 weight array w, made on first use and kept while w lives (w must not change
-    in place afterwards: the pack is a copy)."""
+    """The PackedWeight of float32 weight array w, made on first use and current while w stays read-only: pack
+    makes w read-only, so an update in place fails loudly unless the writer first makes w writable again
+    (`nn.optim.writable`, as AdamW does), and then the next pack() packs it anew."""
     key = id(w)
     entry = _packs.get(key)
-    if entry is not None and entry[0]() is w:
+    if entry is not None and entry[0]() is w and not w.flags.writeable:
         return entry[1]
     packed = PackedWeight(w)
+    w.flags.writeable = False
     _packs[key] = (weakref.ref(w, lambda _, key=key: _packs.pop(key, None)), packed)
     return packed
 

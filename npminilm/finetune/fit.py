@@ -21,7 +21,7 @@ import numpy as np
 from ..errors import DataError, InvalidArgumentError, ModelLoadError, TrainingError
 from ..io.atomic import previous_dir
 from ..io.tensors import load_tensors, save_tensors, write_json
-from ..nn.optim import AdamW, clip_grad_norm
+from ..nn.optim import AdamW, clip_grad_norm, writable
 from ..runtime.parallel import blas_pinnable, default_workers, worker_pool
 from ..runtime.progress import progress_bar
 from .evaluation import evaluate
@@ -231,7 +231,7 @@ def _load_checkpoint(model, optimizer, out, config):
     weights = load_tensors(folder / Path(model.transformer_path).relative_to(model.folder) / "model.safetensors",
                            model.dtype)
     for name, p in model.params.items():
-        p[...] = weights[name]
+        writable(p)[...] = weights[name]
     optimizer.load_state_tensors(load_tensors(folder / "optimizer.safetensors", model.dtype), state["adamw_step"])
     return state
 

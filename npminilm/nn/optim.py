@@ -29,6 +29,7 @@ class AdamW:
         b1, b2 = self.betas
         bc1, bc2 = 1.0 - b1**self.t, 1.0 - b2**self.t
         for k, p in params.items():
+            writable(p)
             g = grads[k]
             m, v = self.m[k], self.v[k]
             if self.decayed[k] and self.weight_decay:
@@ -49,6 +50,14 @@ class AdamW:
             self.m[k][...] = tensors[f"m.{k}"]
             self.v[k][...] = tensors[f"v.{k}"]
         self.t = int(t)
+
+
+def writable(p):
+    """p, made writable before it is updated in place. A weight the encoder packed for MKL (`cpu.mkl`) is
+    read-only while its packed copy is current; making it writable retires that copy."""
+    if not p.flags.writeable:
+        p.flags.writeable = True
+    return p
 
 
 def clip_grad_norm(grads, max_norm) -> float:

@@ -57,6 +57,24 @@ def test_a_pack_is_made_once_and_goes_with_its_weight():
     assert key not in mkl._packs
 
 
+def test_a_weight_updated_in_place_is_packed_anew():
+    """pack makes the weight read-only; AdamW (or any writer through nn.optim.writable) makes it writable again
+    before it writes, and the next product packs the new values."""
+    from npminilm.nn.optim import AdamW
+
+    rng = np.random.default_rng()
+    params = {"w": rng.standard_normal((16, 8)).astype(np.float32)}
+    x = rng.standard_normal((5, 8)).astype(np.float32)
+    before = mkl.matmul_t(x, params["w"])
+    assert not params["w"].flags.writeable
+    with pytest.raises(ValueError):
+        params["w"] += 1.0  # a writer that skips writable() fails loudly instead of reading a stale pack
+    AdamW(params).step(params, {"w": rng.standard_normal((16, 8)).astype(np.float32)}, lr=0.1)
+    after = mkl.matmul_t(x, params["w"])
+    exact = x.astype(np.float64) @ params["w"].T.astype(np.float64)
+    assert np.abs(after - exact).max() < 1e-5 and np.abs(after - before).max() > 1e-2
+
+
 def test_wrong_inputs_are_typed_errors():
     w = np.ones((6, 4), np.float32)
     for x in (np.ones((3, 5), np.float32), np.ones((3, 4), np.float64), np.ones((4, 3), np.float32).T):
