@@ -4,7 +4,7 @@ Tests mirror the package: tests/<subpackage>/test_<module>.py. A test that compa
 sentence-transformers or tokenizers is in a file ending `_oracle.py`; tests/kernels and tests/gpu need torch and
 triton; NEEDS_THREADPOOLCTL need the `fast` extra (BLAS pinned to one thread per call), NEEDS_SERVE the `serve`
 extra, NEEDS_PYARROW the `corpus` extra, NEEDS_RAY the `ray`
-extra, NEEDS_NUMBA the `fast` extra's numba. The core environment (numpy + safetensors only, NPMINILM_CORE_ONLY=1)
+extra, NEEDS_NUMBA the `fast` extra's numba and MKL. The core environment (numpy + safetensors only, NPMINILM_CORE_ONLY=1)
 does not collect those, and runs every other test.
 """
 

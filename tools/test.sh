@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command: installs everything itself, then runs the suite twice.
 #   .venv-test  numpy + safetensors + the oracles (torch 2.13.0 CPU, transformers, sentence-transformers,
-#               tokenizers) + triton + the extras (numba's kernels, serve, corpus, ray): every test in tests/,
+#               tokenizers) + triton + the extras (numba's kernels and MKL, serve, corpus, ray): every test in tests/,
 #               tests/kernels and tests/gpu in Triton's CPU interpreter.
 #   .venv-core  numpy + safetensors only: every test but the oracle comparisons (*_oracle.py), the GPU path
 #               (tests/kernels, tests/gpu) and the extras' (tests/conftest.py lists them), proving that
