@@ -4,11 +4,10 @@ thread per call.
     w_packed = pack(w)                  once per weight: MKL's own tile layout of B = w^T, (out, in) weight
     out = matmul_t(x, w)                (M, in) @ (in, out) -> (M, out), i.e. x @ w.T, from the packed copy
 
-numpy's OpenBLAS packs the weight again in every call; MKL packs it once (and the weight is read-only from then
-on, while the packed copy is current: see `pack`) (`cblas_sgemm_pack`) and then
-computes straight from its tiles (`cblas_sgemm_compute`), as OpenVINO and onnxruntime do with their own
-GEMMs. In the forward, with weights coming from L3, that runs 512-row GEMMs at about 165 GFLOP/s on one core
-against OpenBLAS's 127 (Xeon, AVX-512, 2026-12-02).
+numpy's OpenBLAS packs the weight again in every call; MKL packs it once (`cblas_sgemm_pack`) and then computes
+straight from its tiles (`cblas_sgemm_compute`), as OpenVINO and onnxruntime do with their own GEMMs. In the
+forward, with weights coming from L3, that runs 512-row GEMMs at about 165 GFLOP/s on one core against
+OpenBLAS's 127 (Xeon, AVX-512, 2026-12-02). The weight is read-only while its packed copy is current (`pack`).
 
 A row's product does not depend on the others: from a pack made for PACK_ROWS rows, every row of a product of
 any row count, at any position and alignment, has the same bits (a pack made for one row takes another path,
