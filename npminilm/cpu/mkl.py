@@ -3,6 +3,7 @@ thread per call.
 
     w_packed = pack(w)                  once per weight: MKL's own tile layout of B = w^T, (out, in) weight
     out = matmul_t(x, w)                (M, in) @ (in, out) -> (M, out), i.e. x @ w.T, from the packed copy
+    out = matmul_t(x, wq, wk, wv)       x @ [wq; wk; wv].T: weights stacked by rows, packed as one
 
 numpy's OpenBLAS packs the weight again in every call; MKL packs it once (`cblas_sgemm_pack`) and then computes
 straight from its tiles (`cblas_sgemm_compute`), as OpenVINO and onnxruntime do with their own GEMMs. In the
@@ -106,23 +107,33 @@ class PackedWeight:
         return out
 
 
-_packs = {}  # id(weight) -> (weakref to the weight, its PackedWeight); an entry goes with its weight
+_packs = {}  # ids of the weights -> (weakrefs to them, their PackedWeight); an entry goes with any of its weights
 
 
-def pack(w):
-    """The PackedWeight of float32 weight array w, made on first use and current while w stays read-only: pack
-    makes w read-only, so an update in place fails loudly unless the writer first makes w writable again
-    (`nn.optim.writable`, as AdamW does), and then the next pack() packs it anew."""
-    key = id(w)
+def pack(*ws):
+    """The PackedWeight of the float32 weight arrays ws (out_i, in) stacked by rows, made on first use and current
+    while every w stays read-only: pack makes them read-only, so an update in place fails loudly unless the
+    writer first makes w writable again (`nn.optim.writable`, as AdamW does), and then the next pack() packs
+    anew."""
+    key = tuple(map(id, ws))
     entry = _packs.get(key)
-    if entry is not None and entry[0]() is w and not w.flags.writeable:
+    if (entry is not None and all(ref() is w for ref, w in zip(entry[0], ws))
+            and not any(w.flags.writeable for w in ws)):
         return entry[1]
-    packed = PackedWeight(w)
-    w.flags.writeable = False
-    _packs[key] = (weakref.ref(w, lambda _, key=key: _packs.pop(key, None)), packed)
+    packed = PackedWeight(ws[0] if len(ws) == 1 else np.concatenate(ws))
+    for w in ws:
+        w.flags.writeable = False
+    _packs[key] = (tuple(weakref.ref(w, lambda _, key=key: _packs.pop(key, None)) for w in ws), packed)
     return packed
 
 
-def matmul_t(x, w):
-    """x @ w.T for float32 x (M, in) and weight w (out, in), from w's pack."""
-    return pack(w).matmul_t(x)
+def matmul_t(x, *ws):
+    """x @ w.T for float32 x (M, in) and weights ws (out_i, in), stacked by rows (the query, key and value
+    weights as one product), from their pack."""
+    return pack(*ws).matmul_t(x)
+
+
+def sgemm_address():
+    """The address of MKL's cblas_sgemm (an int) for kernels that call it (`cpu.attention`), or None."""
+    lib = _load()
+    return None if lib is None else ctypes.cast(lib.cblas_sgemm, ctypes.c_void_p).value

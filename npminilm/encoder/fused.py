@@ -1,24 +1,28 @@
 """The packed forward's block with the numba kernels (`npminilm.cpu`, the `fast` extra), for float32 inference:
 the same function as `packed.layer`, with what lies between the GEMMs done in one pass a row.
 
-    q, k, v = x Wq^T + bq (scaled by 1 / sqrt(hs)), x Wk^T + bk, x Wv^T + bv     GEMMs (MKL's packed sgemm
-                                                                                  where it runs), a bias pass each
-    a = attention per run of equal-length texts: S = q k^T, exp_rows(S), P V, rows / their sums
-    h = add_layernorm(a Wo^T; bo, x)                                              LN(. + bo + x) in one pass
-    f = gelu_bias(h Wi^T; bi)                                                     GELU(. + bi) in one pass
+    q, k, v = x [Wq; Wk; Wv]^T + [bq; bk; bv]                          one GEMM (MKL's packed sgemm where it runs)
+    a = attention per run of equal-length texts                        `cpu.attention`'s kernel where MKL runs,
+                                                                       else S = q k^T, exp_rows(S), P V / sums
+    h = add_layernorm(a Wo^T; bo, x)                                   LN(. + bo + x) in one pass
+    f = gelu_bias(h Wi^T; bi)                                          GELU(. + bi) in one pass
     out = add_layernorm(f Wd^T; bd, h)
 """
 
 import numpy as np
 
 from ..cpu import mkl
+from ..cpu.attention import attention_heads
 from ..cpu.kernels import add_layernorm, exp_rows, gelu_bias
 from ..nn.ops import EXP_FREE, attention_chunk, probs_times_values
 from ..runtime.blas_rows import numpy_matmul_t
 
+QKV = ("query", "key", "value")
+
 
 def linear_gemm():
-    """The x @ w.T of the block's linear layers: from MKL's pack of w where it runs (`cpu.mkl`), else numpy's."""
+    """The x @ w.T of the block's linear layers, x @ [w_1; w_2; ..].T for several weights: from MKL's pack of
+    them where it runs (`cpu.mkl`), else numpy's."""
     return mkl.matmul_t if mkl.available() else numpy_matmul_t
 
 
@@ -31,15 +35,10 @@ def fused_layer(params, config, i, x, batch):
         return params[p + name]
 
     linear_t = linear_gemm()
-    q, k, v = (linear_t(x, w(f"attention.self.{m}.weight")) for m in ("query", "key", "value"))  # (rows, C) each
-    q += w("attention.self.query.bias")
-    q *= np.float32(1.0 / np.sqrt(C // NH))  # scaling q is T / NH times cheaper than scaling the scores
-    k += w("attention.self.key.bias")
-    v += w("attention.self.value.bias")
+    qkv = linear_t(x, *(w(f"attention.self.{m}.weight") for m in QKV))  # (rows, 3C)
+    qkv += np.concatenate([w(f"attention.self.{m}.bias") for m in QKV])
     a = np.zeros_like(x)  # (rows, C); the padding rows stay zero
-    for rows, texts, length in batch.runs():
-        y = attention(*(t[rows].reshape(texts, length, C) for t in (q, k, v)), NH)  # (texts, length, C)
-        a[rows] = y.reshape(a[rows].shape)
+    self_attention(qkv[:, :C], qkv[:, C:2 * C], qkv[:, 2 * C:], a, batch, NH)
     h = linear_t(a, w("attention.output.dense.weight"))
     add_layernorm(h, w("attention.output.dense.bias"), x, w("attention.output.LayerNorm.weight"),
                   w("attention.output.LayerNorm.bias"), eps)
@@ -48,6 +47,26 @@ def fused_layer(params, config, i, x, batch):
     out = linear_t(f, w("output.dense.weight"))
     add_layernorm(out, w("output.dense.bias"), h, w("output.LayerNorm.weight"), w("output.LayerNorm.bias"), eps)
     return out
+
+
+def self_attention(q, k, v, out, batch, n_head):
+    """out[rows] = softmax(q k^T / sqrt(hs)) v over each run of equal-length texts of the batch; q, k, v, out
+    (rows, C) with unit column stride (q is scaled in place where MKL does not run)."""
+    C = out.shape[1]
+    scale = 1.0 / np.sqrt(C // n_head)
+    sgemm = mkl.sgemm_address() if mkl.available() else None
+    if sgemm is None:
+        q *= np.float32(scale)  # scaling q is T / NH times cheaper than scaling the scores
+    for rows, texts, length in batch.runs():
+        if sgemm is None:
+            y = attention(*(t[rows].reshape(texts, length, C) for t in (q, k, v)), n_head)  # (texts, length, C)
+            out[rows] = y.reshape(out[rows].shape)
+        elif isinstance(rows, slice):  # the dense layout: the run's rows in place
+            attention_heads(sgemm, q[rows], k[rows], v[rows], out[rows], texts, n_head, scale, EXP_FREE)
+        else:
+            rows = rows.ravel()
+            out[rows] = attention_heads(sgemm, q[rows], k[rows], v[rows], np.empty((len(rows), C), out.dtype),
+                                        texts, n_head, scale, EXP_FREE)
 
 
 def attention(q, k, v, n_head):

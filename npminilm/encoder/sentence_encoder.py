@@ -65,7 +65,8 @@ class SentenceEncoder:
         if classes is None:
             C, I = self.bert_config.hidden_size, self.bert_config.intermediate_size
             with worker_pool(1, pin_blas=True):
-                classes = self._row_classes_by_gemm[gemm] = row_classes(self.dtype, ((C, C), (C, I), (I, C)), gemm)
+                shapes = ((C, C), (C, 3 * C), (C, I), (I, C))  # (in, out): output, Q K V as one, FFN up, down
+                classes = self._row_classes_by_gemm[gemm] = row_classes(self.dtype, shapes, gemm)
         return classes
 
     def _read_folder(self, name_or_path, truncate_dim=None, prompts=None, default_prompt_name=None,

@@ -66,7 +66,8 @@ def test_a_pack_is_made_once_and_goes_with_its_weight():
     w = np.random.default_rng().standard_normal((8, 4)).astype(np.float32)
     first = mkl.pack(w)
     assert mkl.pack(w) is first
-    key = id(w)
+    key = (id(w),)
+    assert key in mkl._packs
     del w, first
     gc.collect()
     assert key not in mkl._packs
@@ -88,6 +89,25 @@ def test_a_weight_updated_in_place_is_packed_anew():
     after = mkl.matmul_t(x, params["w"])
     exact = x.astype(np.float64) @ params["w"].T.astype(np.float64)
     assert np.abs(after - exact).max() < 1e-5 and np.abs(after - before).max() > 1e-2
+
+
+def test_weights_stacked_by_rows_are_packed_as_one_and_anew_when_one_changes():
+    """matmul_t(x, wq, wk, wv) is x @ [wq; wk; wv].T from one pack (the block's Q, K, V in one GEMM); an update
+    of any of the three retires it."""
+    from npminilm.nn.optim import writable
+
+    rng = np.random.default_rng()
+    ws = [rng.standard_normal((n, 24)).astype(np.float32) for n in (24, 24, 8)]
+    x = rng.standard_normal((37, 24)).astype(np.float32)
+    stacked = mkl.matmul_t(x, *ws)
+    assert stacked.shape == (37, 56) and mkl.pack(*ws) is mkl.pack(*ws)
+    assert stacked.tobytes() == mkl.matmul_t(x, np.concatenate(ws)).tobytes()
+    assert not any(w.flags.writeable for w in ws)
+    writable(ws[1])
+    ws[1] += 1.0
+    after = mkl.matmul_t(x, *ws)
+    exact = x.astype(np.float64) @ np.concatenate(ws).T.astype(np.float64)
+    assert np.abs(after - exact).max() < 1e-5 and np.abs(after[:, 24:48] - stacked[:, 24:48]).max() > 1e-2
 
 
 def test_wrong_inputs_are_typed_errors():

@@ -1,0 +1,122 @@
+"""The attention kernel (npminilm/cpu/attention.py, MKL's sgemm called from numba) against softmax attention in
+float64 over awkward shapes and strides, rows that need the max shift, and a text's bits the same in any batch."""
+
+import numpy as np
+import pytest
+
+from npminilm.cpu import mkl
+from npminilm.cpu.attention import QUERY_BLOCK_ENTRIES, attention_heads
+from npminilm.errors import InvalidInputError
+from npminilm.nn.ops import EXP_FREE, attention_forward
+
+SHAPES = [(1, 1, 8, 2), (3, 7, 48, 3), (2, 33, 60, 4), (5, 12, 384, 12), (1, 300, 96, 3),
+          (1, 600, 32, 2)]  # (texts, T, C, NH): hs 4..32, odd T, and T = 600 in two query blocks
+assert QUERY_BLOCK_ENTRIES // 600 < 600
+
+
+@pytest.fixture(autouse=True)
+def sgemm(monkeypatch):
+    monkeypatch.setenv("NPMINILM_MKL", "1")
+    assert mkl.available(), "MKL (the mkl wheel) is not installed here"
+    return mkl.sgemm_address()
+
+
+def qkv_views(rng, texts, T, C, spread=1.0):
+    """q, k, v as the column slices of one (texts * T, 3C) product, as the encoder's block passes them."""
+    qkv = (rng.standard_normal((texts * T, 3 * C)) * spread).astype(np.float32)
+    return qkv[:, :C], qkv[:, C:2 * C], qkv[:, 2 * C:]
+
+
+def exact_attention(q, k, v, texts, n_head, scale):
+    """softmax(scale q k^T) v per text and head in float64: (texts * T, C)."""
+    rows, C = q.shape
+    q4, k4, v4 = (t.astype(np.float64).reshape(texts, rows // texts, n_head, C // n_head).transpose(0, 2, 1, 3)
+                  for t in (q, k, v))
+    s = scale * q4 @ k4.transpose(0, 1, 3, 2)
+    p = np.exp(s - s.max(axis=-1, keepdims=True))
+    y = (p / p.sum(axis=-1, keepdims=True)) @ v4
+    return y.transpose(0, 2, 1, 3).reshape(rows, C)
+
+
+def numpy_op(q, k, v, texts, n_head, scale):
+    """The float32 NumPy op (nn.ops.attention_forward), whose error is the bar the kernel is held to."""
+    rows, C = q.shape
+    y, _ = attention_forward(*(np.ascontiguousarray(t).reshape(texts, rows // texts, C) for t in (q, k, v)),
+                             n_head, scale=scale, keep_cache=False)
+    return y.reshape(rows, C)
+
+
+@pytest.mark.parametrize("texts,T,C,NH", SHAPES)
+def test_as_close_to_float64_as_the_numpy_op(sgemm, texts, T, C, NH):
+    rng = np.random.default_rng()
+    q, k, v = qkv_views(rng, texts, T, C)
+    scale = 1.0 / np.sqrt(C // NH)
+    wide = np.full((texts * T, C + 3), np.nan, np.float32)  # out with a longer row stride than C
+    attention_heads(sgemm, q, k, v, wide[:, :C], texts, NH, scale, EXP_FREE)
+    assert np.isnan(wide[:, C:]).all(), "wrote past its columns"
+    exact = exact_attention(q, k, v, texts, NH, scale)
+    err, bar = np.abs(wide[:, :C] - exact).max(), np.abs(numpy_op(q, k, v, texts, NH, scale) - exact).max()
+    assert err <= 4.0 * bar + 3e-7 * np.abs(exact).max(), (err, bar)  # T = 1: P v / sum(P) is v give or take an ulp
+
+
+@pytest.mark.parametrize("case", ["large scores", "large values", "bounded"])
+def test_the_max_shift_where_exp_could_overflow(sgemm, case):
+    """Rows whose scores reach past EXP_FREE take the max shift; so do heads whose values could overflow P V's
+    sums; the others skip it. Each gives softmax's result."""
+    rng = np.random.default_rng()
+    texts, T, C, NH = 2, 40, 64, 2
+    q, k, v = qkv_views(rng, texts, T, C)
+    if case == "large scores":
+        q[::3] *= 60.0  # scores of about 60 * |q| |k| / sqrt(hs): far past EXP_FREE, exp(score) overflows
+    elif case == "large values":  # head 0: scores of 35, within EXP_FREE, but T e^35 max|v| overflows unshifted
+        hs = C // NH
+        u = rng.standard_normal(hs)
+        u *= np.sqrt(35.0 * np.sqrt(hs)) / np.linalg.norm(u)  # u.u / sqrt(hs) = 35
+        k[:, :hs] = u
+        q[:, :hs] = u + 0.01 * rng.standard_normal((texts * T, hs))
+        v[:, :hs] *= 1e30
+    scale = 1.0 / np.sqrt(C // NH)
+    out = np.empty((texts * T, C), np.float32)
+    attention_heads(sgemm, q, k, v, out, texts, NH, scale, EXP_FREE)
+    assert np.isfinite(out).all()
+    exact = exact_attention(q, k, v, texts, NH, scale)
+    column_max = np.abs(exact).max(axis=0)  # head 0's are 1e30 larger in "large values"
+    err, bar = (np.abs(y - exact) / column_max for y in (out, numpy_op(q, k, v, texts, NH, scale)))
+    assert err.max() <= 4.0 * bar.max() + 3e-7, (err.max(), bar.max())  # scores of ~300 carry float32's
+    # rounding of about 1e-5 into exp: the NumPy op's error there is the bar
+
+
+def test_a_text_has_the_same_bits_in_any_batch_at_any_position_and_alignment(sgemm):
+    rng = np.random.default_rng()
+    T, C, NH = 19, 96, 3
+    q1, k1, v1 = qkv_views(rng, 1, T, C)
+    alone = np.empty((T, C), np.float32)
+    attention_heads(sgemm, q1, k1, v1, alone, 1, NH, 0.17, EXP_FREE)
+    for texts in (2, 5):
+        for at in range(texts):
+            for shift in (0, 1, 5):  # in floats: the batch's rows 4, 20 bytes off the text's own alignment
+                buffer = np.empty(texts * T * 3 * C + shift, np.float32)
+                qkv = buffer[shift:].reshape(texts * T, 3 * C)
+                qkv[:] = rng.standard_normal(qkv.shape)
+                rows = slice(at * T, (at + 1) * T)
+                qkv[rows, :C], qkv[rows, C:2 * C], qkv[rows, 2 * C:] = q1, k1, v1
+                out = np.empty((texts * T, C), np.float32)
+                attention_heads(sgemm, qkv[:, :C], qkv[:, C:2 * C], qkv[:, 2 * C:], out, texts, NH, 0.17, EXP_FREE)
+                assert out[rows].tobytes() == alone.tobytes(), (texts, at, shift)
+
+
+def test_bad_arrays_get_a_typed_error(sgemm):
+    rng = np.random.default_rng()
+    q, k, v = qkv_views(rng, 2, 5, 12)
+    out = np.empty((10, 12), np.float32)
+    bad = [
+        (q.astype(np.float64), k, v, out, 2, 3),  # float64
+        (q, k, v, out, 3, 3),  # 10 rows are not 3 texts
+        (q, k, v, out, 2, 5),  # 12 columns are not 5 heads
+        (q[:, ::2], k[:, ::2], v[:, ::2], out[:, :6], 2, 3),  # columns not contiguous
+        (q, k, v[:8], out, 2, 3),  # shapes differ
+        (q, k, v, np.empty((10, 12), np.float32)[:, ::-1], 2, 3),  # a reversed out
+    ]
+    for args in bad:
+        with pytest.raises(InvalidInputError):
+            attention_heads(sgemm, *args[:4], args[4], args[5], 0.5, EXP_FREE)
