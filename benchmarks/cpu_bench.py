@@ -176,7 +176,8 @@ def machine():
     return model, isa, blas, env
 
 
-GEMMS = "the linear layers' GEMMs (Q, K, V as one, output, FFN up and down)"
+GEMMS = "the linear layers' GEMMs (Q, K, V, output, FFN up and down)"
+FUSED_GEMMS = "the linear layers' GEMMs (Q, K and V as one, output, FFN up and down)"
 STAGES = {  # per kernel set: its environment, the functions timed ("module:name": stage) and the remainder's name
     "numpy": ({"NPMINILM_NUMBA": "0"}, {
         "npminilm.encoder.packed:linear_forward": GEMMS + " and their biases",
@@ -185,18 +186,18 @@ STAGES = {  # per kernel set: its environment, the functions timed ("module:name
         "npminilm.encoder.packed:layernorm_forward": "LayerNorm",
     }, "the rest of encode (tokenising, embedding lookups, residual sums, pooling)"),
     "numba + OpenBLAS": ({"NPMINILM_NUMBA": "1", "NPMINILM_MKL": "0"}, {
-        "npminilm.encoder.fused:numpy_matmul_t": GEMMS + ", numpy's OpenBLAS",
+        "npminilm.encoder.fused:numpy_matmul_t": FUSED_GEMMS + ", numpy's OpenBLAS",
         "npminilm.encoder.fused:attention": "attention (bounds, scores, exp_rows, P V), per run of equal-length texts",
         "npminilm.encoder.fused:gelu_bias": "GELU with the FFN's bias (one kernel)",
         "npminilm.encoder.fused:add_layernorm": "bias + residual + LayerNorm (one kernel)",
     }, "the rest: Q/K/V biases, tokenising, embedding lookups, pooling"),
     "numba + MKL": ({"NPMINILM_NUMBA": "1", "NPMINILM_MKL": "1"}, {
-        "npminilm.cpu.mkl:matmul_t": GEMMS + ", MKL's packed sgemm",
-        "npminilm.encoder.fused:attention_heads": "attention (bounds, scores, exp, P V), one kernel per run of "
-                                                  "equal-length texts, MKL's sgemm inside",
+        "npminilm.cpu.mkl:matmul_t": FUSED_GEMMS + ", MKL's packed sgemm",
+        "npminilm.encoder.fused:attention_heads": "attention (Q/K/V biases, bounds, scores, exp, P V), one kernel "
+                                                  "per run of equal-length texts, MKL's sgemm inside",
         "npminilm.encoder.fused:gelu_bias": "GELU with the FFN's bias (one kernel)",
         "npminilm.encoder.fused:add_layernorm": "bias + residual + LayerNorm (one kernel)",
-    }, "the rest: Q/K/V biases, tokenising, embedding lookups, pooling"),
+    }, "the rest: tokenising, embedding lookups, pooling"),
 }
 
 

@@ -2,6 +2,7 @@
 (`mkl.sgemm_address`): no score tensor for the batch, no Python between the heads, and the output written in
 place into the (rows, C) layout the next GEMM reads.
 
+    q, k, v += their biases, in the pass that bounds the scores
     for each text b and head h, in blocks of query rows:
         S = scale q k^T          (Tq, T)   sgemm, alpha = scale
         P = exp(S - shift)       in place, sums' inverses kept (exp_rows' shift: the row max, or 0 where the
@@ -19,7 +20,7 @@ from numba.core import types
 from numba.extending import intrinsic
 
 from ..errors import InvalidInputError
-from .kernels import REDUCING, _row_max, expf
+from .kernels import REDUCING, _row_max, expf, prefer_512_bit_vectors
 
 QUERY_BLOCK_ENTRIES = 1 << 18  # a block of scores is at most 1 MB: it stays in L2 between its three passes
 _NO_TRANS, _TRANS = 111, 112
@@ -52,9 +53,11 @@ def _sgemm(typingctx, address, trans_b, m, n, k, alpha, a, lda, b, ldb, c, ldc):
 
 
 @njit(**REDUCING)
-def _attention_heads(sgemm, q, k, v, out, texts, n_head, scale, limit):
-    """out = softmax(scale q k^T) v per text and head. q, k, v, out (texts * T, C) float32, unit column stride,
-    rows of text b at b * T.. ; scale, limit float32."""
+def _attention_heads(sgemm, q, k, v, bq, bk, bv, out, texts, n_head, scale, limit):
+    """out = softmax(scale (q + bq) (k + bk)^T) (v + bv) per text and head, the biases added to q, k, v in place.
+    q, k, v, out (texts * T, C) float32, unit column stride, rows of text b at b * T.. ; bq, bk, bv (C,); scale,
+    limit float32."""
+    prefer_512_bit_vectors()
     rows, C = out.shape
     T, hs = rows // texts, C // n_head
     block = max(1, min(T, QUERY_BLOCK_ENTRIES // T))
@@ -69,12 +72,15 @@ def _attention_heads(sgemm, q, k, v, out, texts, n_head, scale, limit):
             for j in range(T):
                 total = f32(0.0)
                 for d in range(c0, c0 + hs):
+                    k[r0 + j, d] += bk[d]
+                    v[r0 + j, d] += bv[d]
                     total += k[r0 + j, d] * k[r0 + j, d]
                     v_max = max(v_max, abs(v[r0 + j, d]))
                 k_max = max(k_max, total)
             for i in range(T):
                 total = f32(0.0)
                 for d in range(c0, c0 + hs):
+                    q[r0 + i, d] += bq[d]
                     total += q[r0 + i, d] * q[r0 + i, d]
                 q_norms[i] = total
             # without the shift, P v's sums reach T e^limit max|v|: that must stay below e^80
@@ -101,17 +107,20 @@ def _attention_heads(sgemm, q, k, v, out, texts, n_head, scale, limit):
                         y[i, d] *= inv_sum[i]
 
 
-def attention_heads(sgemm, q, k, v, out, texts, n_head, scale, limit):
-    """out = softmax(scale q k^T) v for each of `texts` equal-length texts and each head, sgemm being the
-    address of cblas_sgemm (`mkl.sgemm_address()`). q, k, v, out: (texts * T, C) float32 views with unit column
-    stride (e.g. column slices of one QKV product), out written in place."""
+def attention_heads(sgemm, q, k, v, biases, out, texts, n_head, scale, limit):
+    """out = softmax(scale (q + bq) (k + bk)^T) (v + bv) for each of `texts` equal-length texts and each head,
+    sgemm being the address of cblas_sgemm (`mkl.sgemm_address()`), biases (bq, bk, bv). q, k, v, out:
+    (texts * T, C) float32 views with unit column stride (e.g. column slices of one QKV product); q, k, v get
+    their biases added in place, out is written in place."""
     arrays = (q, k, v, out)
     rows, C = out.shape
+    biases = tuple(np.ascontiguousarray(b, dtype=np.float32) for b in biases)
     if (any(a.dtype != np.float32 or a.ndim != 2 or a.shape != (rows, C) or a.strides[1] != 4
-            or a.strides[0] % 4 or a.strides[0] < 4 * C for a in arrays)
-            or not out.flags.writeable or rows == 0 or texts < 1 or rows % texts or n_head < 1 or C % n_head):
-        raise InvalidInputError(f"attention_heads needs q, k, v, out float32 (texts * T, C) with unit column "
-                                f"stride, C a multiple of n_head, got {[(a.dtype, a.shape, a.strides) for a in arrays]}"
+            or a.strides[0] % 4 or a.strides[0] < 4 * C or not a.flags.writeable for a in arrays)
+            or len(biases) != 3 or any(b.shape != (C,) for b in biases)
+            or rows == 0 or texts < 1 or rows % texts or n_head < 1 or C % n_head):
+        raise InvalidInputError(f"attention_heads needs q, k, v, out float32 (texts * T, C), writable, with "
+                                f"unit column stride, three biases (C,), C a multiple of n_head, got {[(a.dtype, a.shape, a.strides) for a in arrays]}"
                                 f", texts {texts}, n_head {n_head}")
-    _attention_heads(sgemm, q, k, v, out, texts, n_head, np.float32(scale), np.float32(limit))
+    _attention_heads(sgemm, q, k, v, *biases, out, texts, n_head, np.float32(scale), np.float32(limit))
     return out

@@ -16,6 +16,10 @@ exp is written out (Cephes' expf: k = round(x / ln 2), r = x - k ln 2 in two par
 2^k built from its exponent bits), because libm's is a scalar call; its relative error is below 1e-7 (numpy's
 float32 exp: 2e-7). GELU is NumPy's formula (`nn.ops.gelu_forward`): x Phi(x) = relu(x) - |x| Phi(-|x|), the tail
 by Abramowitz & Stegun 7.1.26.
+
+Each kernel asks LLVM for 512-bit vectors (`prefer_512_bit_vectors`): its x86 tuning keeps loops at 256 bits on
+AVX-512 CPUs unless told otherwise, and numba can only tell it for the whole process (NUMBA_CPU_FEATURES). On a CPU
+without AVX-512 the request changes nothing.
 """
 
 import math
@@ -48,6 +52,22 @@ def _float32_from_bits(typingctx, bits):
     return types.float32(types.int32), codegen
 
 
+@intrinsic
+def prefer_512_bit_vectors(typingctx):
+    """Marks the kernel that calls it "prefer-vector-width"="512", the function attribute of clang's
+    -mprefer-vector-width=512, so that LLVM vectorises its loops 16 floats wide where the CPU has AVX-512 (GELU
+    1.4x faster on a Xeon with AVX-512, bits unchanged). llvmlite's attribute set takes only the names it knows,
+    so the string goes in as a plain set item, as it prints; a llvmlite without that set leaves the kernel as it
+    was."""
+    def codegen(context, builder, signature, args):
+        attributes = builder.function.attributes
+        if isinstance(attributes, set):
+            set.add(attributes, '"prefer-vector-width"="512"')
+        return context.get_dummy_value()
+
+    return types.void(), codegen
+
+
 @njit(inline="always", **ELEMENTWISE)
 def expf(x):
     """e^x for float32 x, clamped to [-86.6, 88.3]: below, 2.3e-38 in place of smaller; above, 2.1e38 in place
@@ -72,6 +92,7 @@ def gelu(v):
 @njit(**ELEMENTWISE)
 def gelu_bias(x, b):
     """x = GELU(x + b) in place. x (N, I) float32, C-contiguous; b (I,)."""
+    prefer_512_bit_vectors()
     n, m = x.shape
     for i in range(n):
         row = x[i]
@@ -84,6 +105,7 @@ def add_layernorm(x, b, residual, w, beta, eps):
     """x = LayerNorm(x + b + residual) in place, over each row: (v - mean) / sqrt(var + eps) * w + beta, var the
     mean squared deviation. x, residual (N, C) float32; b, w, beta (C,). The mean is summed about the row's first
     value (mean = v0 + mean(v - v0)), so a row far from zero loses no more than one near it."""
+    prefer_512_bit_vectors()
     n, m = x.shape
     inv_m = f32(1.0) / f32(m)
     for i in range(n):
@@ -125,6 +147,7 @@ def exp_rows(s, bound, limit, inv_sum):
     where bound (an upper bound of the row's |scores|, e.g. |q_i| max_j |k_j| by Cauchy-Schwarz) is at most
     limit: exp then stays within [e^-limit, e^limit], and the max's pass (which does not vectorise) is saved.
     s (R, T) float32; bound (R,) float32, inf to always shift; inv_sum (R,)."""
+    prefer_512_bit_vectors()
     n, m = s.shape
     for i in range(n):
         row = s[i]

@@ -1,9 +1,10 @@
 """The packed forward's block with the numba kernels (`npminilm.cpu`, the `fast` extra), for float32 inference:
 the same function as `packed.layer`, with what lies between the GEMMs done in one pass a row.
 
-    q, k, v = x [Wq; Wk; Wv]^T + [bq; bk; bv]                          one GEMM (MKL's packed sgemm where it runs)
-    a = attention per run of equal-length texts                        `cpu.attention`'s kernel where MKL runs,
-                                                                       else S = q k^T, exp_rows(S), P V / sums
+    q, k, v = x [Wq; Wk; Wv]^T                                         one GEMM (MKL's packed sgemm where it runs)
+    a = attention of q + bq, k + bk, v + bv per run of equal-length    `cpu.attention`'s kernel where MKL runs
+        texts                                                          (the biases in its bounds' pass), else
+                                                                       S = q k^T, exp_rows(S), P V / sums
     h = add_layernorm(a Wo^T; bo, x)                                   LN(. + bo + x) in one pass
     f = gelu_bias(h Wi^T; bi)                                          GELU(. + bi) in one pass
     out = add_layernorm(f Wd^T; bd, h)
@@ -36,9 +37,8 @@ def fused_layer(params, config, i, x, batch):
 
     linear_t = linear_gemm()
     qkv = linear_t(x, *(w(f"attention.self.{m}.weight") for m in QKV))  # (rows, 3C)
-    qkv += np.concatenate([w(f"attention.self.{m}.bias") for m in QKV])
-    a = np.zeros_like(x)  # (rows, C); the padding rows stay zero
-    self_attention(qkv[:, :C], qkv[:, C:2 * C], qkv[:, 2 * C:], a, batch, NH)
+    a = np.empty_like(x) if batch.dense else np.zeros_like(x)  # (rows, C); padding rows (if any) stay zero
+    self_attention(qkv, [w(f"attention.self.{m}.bias") for m in QKV], a, batch, NH)
     h = linear_t(a, w("attention.output.dense.weight"))
     add_layernorm(h, w("attention.output.dense.bias"), x, w("attention.output.LayerNorm.weight"),
                   w("attention.output.LayerNorm.bias"), eps)
@@ -49,23 +49,25 @@ def fused_layer(params, config, i, x, batch):
     return out
 
 
-def self_attention(q, k, v, out, batch, n_head):
-    """out[rows] = softmax(q k^T / sqrt(hs)) v over each run of equal-length texts of the batch; q, k, v, out
-    (rows, C) with unit column stride (q is scaled in place where MKL does not run)."""
+def self_attention(qkv, biases, out, batch, n_head):
+    """out[rows] = softmax(q k^T / sqrt(hs)) v over each run of equal-length texts of the batch, q, k, v the
+    column thirds of qkv (rows, 3C) plus their biases (bq, bk, bv), added to qkv in place; out (rows, C)."""
     C = out.shape[1]
     scale = 1.0 / np.sqrt(C // n_head)
     sgemm = mkl.sgemm_address() if mkl.available() else None
     if sgemm is None:
-        q *= np.float32(scale)  # scaling q is T / NH times cheaper than scaling the scores
+        qkv += np.concatenate(biases)
+        qkv[:, :C] *= np.float32(scale)  # scaling q is T / NH times cheaper than scaling the scores
+    q, k, v = qkv[:, :C], qkv[:, C:2 * C], qkv[:, 2 * C:]
     for rows, texts, length in batch.runs():
         if sgemm is None:
             y = attention(*(t[rows].reshape(texts, length, C) for t in (q, k, v)), n_head)  # (texts, length, C)
             out[rows] = y.reshape(out[rows].shape)
         elif isinstance(rows, slice):  # the dense layout: the run's rows in place
-            attention_heads(sgemm, q[rows], k[rows], v[rows], out[rows], texts, n_head, scale, EXP_FREE)
+            attention_heads(sgemm, q[rows], k[rows], v[rows], biases, out[rows], texts, n_head, scale, EXP_FREE)
         else:
             rows = rows.ravel()
-            out[rows] = attention_heads(sgemm, q[rows], k[rows], v[rows], np.empty((len(rows), C), out.dtype),
+            out[rows] = attention_heads(sgemm, q[rows], k[rows], v[rows], biases, np.empty((len(rows), C), out.dtype),
                                         texts, n_head, scale, EXP_FREE)
 
 

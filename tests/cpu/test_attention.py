@@ -1,5 +1,6 @@
 """The attention kernel (npminilm/cpu/attention.py, MKL's sgemm called from numba) against softmax attention in
-float64 over awkward shapes and strides, rows that need the max shift, and a text's bits the same in any batch."""
+float64 over awkward shapes and strides, with the biases it adds in place, rows that need the max shift, and a
+text's bits the same in any batch."""
 
 import numpy as np
 import pytest
@@ -27,6 +28,20 @@ def qkv_views(rng, texts, T, C, spread=1.0):
     return qkv[:, :C], qkv[:, C:2 * C], qkv[:, 2 * C:]
 
 
+def biases_for(rng, C, spread=0.3):
+    return [(spread * rng.standard_normal(C)).astype(np.float32) for _ in range(3)]
+
+
+def with_biases(sgemm, q, k, v, biases, out, texts, n_head, scale):
+    """Runs the kernel; returns q + bq, k + bk, v + bv as float32 (what it attended over), checking that it left
+    them in q, k, v."""
+    summed = [t + b for t, b in zip((q, k, v), biases)]
+    attention_heads(sgemm, q, k, v, biases, out, texts, n_head, scale, EXP_FREE)
+    for t, expected in zip((q, k, v), summed):
+        assert t.tobytes() == np.ascontiguousarray(expected).tobytes(), "the biases are not in q, k, v"
+    return summed
+
+
 def exact_attention(q, k, v, texts, n_head, scale):
     """softmax(scale q k^T) v per text and head in float64: (texts * T, C)."""
     rows, C = q.shape
@@ -52,7 +67,7 @@ def test_as_close_to_float64_as_the_numpy_op(sgemm, texts, T, C, NH):
     q, k, v = qkv_views(rng, texts, T, C)
     scale = 1.0 / np.sqrt(C // NH)
     wide = np.full((texts * T, C + 3), np.nan, np.float32)  # out with a longer row stride than C
-    attention_heads(sgemm, q, k, v, wide[:, :C], texts, NH, scale, EXP_FREE)
+    q, k, v = with_biases(sgemm, q, k, v, biases_for(rng, C), wide[:, :C], texts, NH, scale)
     assert np.isnan(wide[:, C:]).all(), "wrote past its columns"
     exact = exact_attention(q, k, v, texts, NH, scale)
     err, bar = np.abs(wide[:, :C] - exact).max(), np.abs(numpy_op(q, k, v, texts, NH, scale) - exact).max()
@@ -77,7 +92,7 @@ def test_the_max_shift_where_exp_could_overflow(sgemm, case):
         v[:, :hs] *= 1e30
     scale = 1.0 / np.sqrt(C // NH)
     out = np.empty((texts * T, C), np.float32)
-    attention_heads(sgemm, q, k, v, out, texts, NH, scale, EXP_FREE)
+    q, k, v = with_biases(sgemm, q, k, v, biases_for(rng, C, 0.003), out, texts, NH, scale)  # keeping the scores
     assert np.isfinite(out).all()
     exact = exact_attention(q, k, v, texts, NH, scale)
     column_max = np.abs(exact).max(axis=0)  # head 0's are 1e30 larger in "large values"
@@ -90,8 +105,10 @@ def test_a_text_has_the_same_bits_in_any_batch_at_any_position_and_alignment(sge
     rng = np.random.default_rng()
     T, C, NH = 19, 96, 3
     q1, k1, v1 = qkv_views(rng, 1, T, C)
+    biases = biases_for(rng, C)
+    text = [t.copy() for t in (q1, k1, v1)]  # before its biases
     alone = np.empty((T, C), np.float32)
-    attention_heads(sgemm, q1, k1, v1, alone, 1, NH, 0.17, EXP_FREE)
+    attention_heads(sgemm, q1, k1, v1, biases, alone, 1, NH, 0.17, EXP_FREE)
     for texts in (2, 5):
         for at in range(texts):
             for shift in (0, 1, 5):  # in floats: the batch's rows 4, 20 bytes off the text's own alignment
@@ -99,9 +116,10 @@ def test_a_text_has_the_same_bits_in_any_batch_at_any_position_and_alignment(sge
                 qkv = buffer[shift:].reshape(texts * T, 3 * C)
                 qkv[:] = rng.standard_normal(qkv.shape)
                 rows = slice(at * T, (at + 1) * T)
-                qkv[rows, :C], qkv[rows, C:2 * C], qkv[rows, 2 * C:] = q1, k1, v1
+                qkv[rows, :C], qkv[rows, C:2 * C], qkv[rows, 2 * C:] = text
                 out = np.empty((texts * T, C), np.float32)
-                attention_heads(sgemm, qkv[:, :C], qkv[:, C:2 * C], qkv[:, 2 * C:], out, texts, NH, 0.17, EXP_FREE)
+                attention_heads(sgemm, qkv[:, :C], qkv[:, C:2 * C], qkv[:, 2 * C:], biases, out, texts, NH, 0.17,
+                                EXP_FREE)
                 assert out[rows].tobytes() == alone.tobytes(), (texts, at, shift)
 
 
@@ -109,6 +127,7 @@ def test_bad_arrays_get_a_typed_error(sgemm):
     rng = np.random.default_rng()
     q, k, v = qkv_views(rng, 2, 5, 12)
     out = np.empty((10, 12), np.float32)
+    biases = biases_for(rng, 12)
     bad = [
         (q.astype(np.float64), k, v, out, 2, 3),  # float64
         (q, k, v, out, 3, 3),  # 10 rows are not 3 texts
@@ -119,4 +138,7 @@ def test_bad_arrays_get_a_typed_error(sgemm):
     ]
     for args in bad:
         with pytest.raises(InvalidInputError):
-            attention_heads(sgemm, *args[:4], args[4], args[5], 0.5, EXP_FREE)
+            attention_heads(sgemm, *args[:3], biases, args[3], args[4], args[5], 0.5, EXP_FREE)
+    for wrong in (biases[:2], [biases[0], biases[1], biases[2][:6]]):  # two biases; one of the wrong length
+        with pytest.raises(InvalidInputError):
+            attention_heads(sgemm, q, k, v, wrong, out, 2, 3, 0.5, EXP_FREE)
