@@ -20,7 +20,7 @@ from numba.core import types
 from numba.extending import intrinsic
 
 from ..errors import InvalidInputError
-from .kernels import REDUCING, _row_max, expf, prefer_512_bit_vectors
+from .kernels import REDUCING, _row_max, exp_shifted, prefer_512_bit_vectors
 
 QUERY_BLOCK_ENTRIES = 1 << 18  # a block of scores is at most 1 MB: it stays in L2 between its three passes
 _NO_TRANS, _TRANS = 111, 112
@@ -93,12 +93,7 @@ def _attention_heads(sgemm, q, k, v, bq, bk, bv, out, texts, n_head, scale, limi
                     row = scores[i]
                     bounded = shift_free and scale * np.sqrt(q_norms[i0 + i] * k_max) <= limit
                     top = f32(0.0) if bounded else _row_max(row)
-                    total = f32(0.0)
-                    for j in range(T):
-                        e = expf(row[j] - top)
-                        row[j] = e
-                        total += e
-                    inv_sum[i] = f32(1.0) / total
+                    inv_sum[i] = f32(1.0) / exp_shifted(row, top)
                 y = out[r0 + i0:r0 + i0 + n, c0:c0 + hs]
                 _sgemm(sgemm, _NO_TRANS, n, hs, T, f32(1.0), scores.ctypes.data, T, v[r0:, c0:].ctypes.data, ldv,
                        y.ctypes.data, ldo)
@@ -113,14 +108,15 @@ def attention_heads(sgemm, q, k, v, biases, out, texts, n_head, scale, limit):
     (texts * T, C) float32 views with unit column stride (e.g. column slices of one QKV product); q, k, v get
     their biases added in place, out is written in place."""
     arrays = (q, k, v, out)
-    rows, C = out.shape
+    rows, C = out.shape if out.ndim == 2 else (0, 0)
     biases = tuple(np.ascontiguousarray(b, dtype=np.float32) for b in biases)
     if (any(a.dtype != np.float32 or a.ndim != 2 or a.shape != (rows, C) or a.strides[1] != 4
             or a.strides[0] % 4 or a.strides[0] < 4 * C or not a.flags.writeable for a in arrays)
             or len(biases) != 3 or any(b.shape != (C,) for b in biases)
             or rows == 0 or texts < 1 or rows % texts or n_head < 1 or C % n_head):
-        raise InvalidInputError(f"attention_heads needs q, k, v, out float32 (texts * T, C), writable, with "
-                                f"unit column stride, three biases (C,), C a multiple of n_head, got {[(a.dtype, a.shape, a.strides) for a in arrays]}"
-                                f", texts {texts}, n_head {n_head}")
+        got = [(a.dtype, a.shape, a.strides) for a in arrays]
+        raise InvalidInputError(f"attention_heads needs q, k, v, out float32 (texts * T, C), writable, with unit "
+                                f"column stride, three biases (C,), C a multiple of n_head; got {got}, texts {texts}, "
+                                f"n_head {n_head}")
     _attention_heads(sgemm, q, k, v, *biases, out, texts, n_head, np.float32(scale), np.float32(limit))
     return out

@@ -141,6 +141,17 @@ def _row_max(row):
     return top
 
 
+@njit(inline="always", **REDUCING)
+def exp_shifted(row, top):
+    """row = exp(row - top) in place; returns the row's sum, in an order fixed by its length."""
+    total = f32(0.0)
+    for j in range(row.size):
+        e = expf(row[j] - top)
+        row[j] = e
+        total += e
+    return total
+
+
 @njit(**REDUCING)
 def exp_rows(s, bound, limit, inv_sum):
     """s = exp(s - shift) in place over each row, inv_sum = 1 / the row's sum; the shift is the row's max, or 0
@@ -152,10 +163,5 @@ def exp_rows(s, bound, limit, inv_sum):
     for i in range(n):
         row = s[i]
         top = _row_max(row) if bound[i] > limit else f32(0.0)
-        total = f32(0.0)
-        for j in range(m):
-            e = expf(row[j] - top)
-            row[j] = e
-            total += e
-        inv_sum[i] = f32(1.0) / total
+        inv_sum[i] = f32(1.0) / exp_shifted(row, top)
 

@@ -135,6 +135,7 @@ def test_bad_arrays_get_a_typed_error(sgemm):
         (q[:, ::2], k[:, ::2], v[:, ::2], out[:, :6], 2, 3),  # columns not contiguous
         (q, k, v[:8], out, 2, 3),  # shapes differ
         (q, k, v, np.empty((10, 12), np.float32)[:, ::-1], 2, 3),  # a reversed out
+        (q, k, v, np.empty(120, np.float32), 2, 3),  # a flat out
     ]
     for args in bad:
         with pytest.raises(InvalidInputError):
