@@ -1,6 +1,6 @@
 """CPU throughput, side by side in one process, in alternating rounds: npminilm (default: the numba kernels and
-MKL's packed GEMMs when the `fast` extra is installed; the numba kernels with numpy's OpenBLAS, NPMINILM_MKL=0;
-the NumPy ops alone, NPMINILM_NUMBA=0; and deterministic=True), sentence-transformers (torch CPU), onnxruntime on
+MKL's packed GEMMs when the `fast` extra is installed; the numba kernels with numpy's OpenBLAS, NPMINILM_MKL=0,
+or on a CPU not Intel's, where OpenBLAS is the default, with MKL, NPMINILM_MKL=1; the NumPy ops alone, NPMINILM_NUMBA=0; and deterministic=True), sentence-transformers (torch CPU), onnxruntime on
 a fused ONNX graph and OpenVINO fp32 on the same export: the fp32 engines people pick.
 
     pip install -e ".[test,bench]"      # the peers: sentence-transformers, onnxruntime, onnx, openvino
@@ -154,16 +154,25 @@ PEERS = {"onnxruntime fused": (onnxruntime_fused, "onnxruntime onnx"), "OpenVINO
 
 
 def machine():
-    """CPU model, its widest vector ISA, and the BLAS numpy runs (library, version, kernel, threads)."""
-    model, flags = platform.processor(), set()
+    """CPU model (with family, model, stepping and L2 size), its widest vector ISA, and the BLAS numpy runs (library, version, kernel, threads)."""
+    fields, flags = {}, set()
     try:
         for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())  # the first CPU's
+        flags = set(fields.get("flags", "").split())
     except OSError:
         pass
+    model = fields.get("model name", platform.processor())
+    if "cpu family" in fields:  # VMs show a bare model name: the family, model and L2 tell hosts apart
+        model += (f" ({fields.get('vendor_id', '?')} family {fields['cpu family']} model {fields.get('model', '?')} "
+                  f"stepping {fields.get('stepping', '?')}")
+        try:
+            with open("/sys/devices/system/cpu/cpu0/cache/index2/size") as f:
+                model += f", L2 {f.read().strip()} per core"
+        except OSError:
+            pass
+        model += ")"
     isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "SSE/other"
     try:
         from threadpoolctl import threadpool_info
@@ -346,9 +355,12 @@ def kernels_line(sets):
         return "the NumPy ops (numba is not installed: pip install '.[fast]')"
     line = f"numba {version('numba')} kernels (npminilm.cpu)"
     if "numba + MKL" in sets:
-        default = "by default" if mkl.available() else "only with NPMINILM_MKL=1 (not an Intel CPU)"
-        line += (f"; the linear layers through MKL {version('mkl')}'s packed sgemm {default}, through numpy's "
-                 "OpenBLAS as `npminilm OpenBLAS`")
+        if mkl.available():
+            line += (f"; the linear layers through MKL {version('mkl')}'s packed sgemm by default, through numpy's "
+                     "OpenBLAS as `npminilm OpenBLAS`")
+        else:
+            line += (f"; the linear layers through numpy's OpenBLAS by default (not an Intel CPU), through MKL "
+                     f"{version('mkl')}'s packed sgemm as `npminilm MKL` (NPMINILM_MKL=1)")
     return line + "; the NumPy ops alone as `npminilm numpy`"
 
 
@@ -371,8 +383,13 @@ def main():
     sets = kernel_sets()
     kernels = kernels_line(sets)
     engines = {"npminilm": ours.encode}
-    if "numba + MKL" in sets:
-        engines["npminilm OpenBLAS"] = with_environment(ours.encode, NPMINILM_MKL="0")
+    if "numba + MKL" in sets:  # the GEMM library that is not the default gets a column: one run can decide it
+        from npminilm.cpu import mkl
+
+        if mkl.available():
+            engines["npminilm OpenBLAS"] = with_environment(ours.encode, NPMINILM_MKL="0")
+        else:  # not an Intel CPU, where MKL is unmeasured and off
+            engines["npminilm MKL"] = with_environment(ours.encode, NPMINILM_MKL="1")
     if len(sets) > 1:
         engines["npminilm numpy"] = with_environment(ours.encode, NPMINILM_NUMBA="0")
     engines.update({"npminilm deterministic": deterministic.encode, "ST": peer.encode})
