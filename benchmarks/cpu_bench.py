@@ -203,7 +203,7 @@ STAGES = {  # per kernel set: its environment, the functions timed ("module:name
     "numba + MKL": ({"NPMINILM_NUMBA": "1", "NPMINILM_MKL": "1"}, {
         "npminilm.cpu.mkl:matmul_t": FUSED_GEMMS + ", MKL's packed sgemm",
         "npminilm.encoder.fused:attention_heads": "attention (Q/K/V biases, bounds, scores, exp, P V), one kernel "
-                                                  "per run of equal-length texts, MKL's sgemm inside",
+                                                  "per run of equal-length texts, MKL's JIT sgemm inside",
         "npminilm.encoder.fused:gelu_bias": "GELU with the FFN's bias (one kernel)",
         "npminilm.encoder.fused:add_layernorm": "bias + residual + LayerNorm (one kernel)",
     }, "the rest: tokenising, embedding lookups, pooling"),

@@ -4,6 +4,7 @@ thread per call.
     w_packed = pack(w)                  once per weight: MKL's own tile layout of B = w^T, (out, in) weight
     out = matmul_t(x, w)                (M, in) @ (in, out) -> (M, out), i.e. x @ w.T, from the packed copy
     out = matmul_t(x, wq, wk, wv)       x @ [wq; wk; wv].T: weights stacked by rows, packed as one
+    jitter, kernel = jit_sgemm(..)      an sgemm compiled for one shape, for attention's q k^T and P v per head
 
 numpy's OpenBLAS packs the weight again in every call; MKL packs it once (`cblas_sgemm_pack`) and then computes
 straight from its tiles (`cblas_sgemm_compute`), as OpenVINO and onnxruntime do with their own GEMMs. In the
@@ -23,6 +24,7 @@ import ctypes
 import functools
 import importlib.metadata
 import os
+import threading
 import weakref
 
 import numpy as np
@@ -32,6 +34,7 @@ from ..errors import InvalidInputError
 PACK_ROWS = 512  # the row count the packs are made for (a product of any other count reads them as well)
 _ROW_MAJOR, _NO_TRANS, _TRANS, _PACKED, _B_MATRIX = 101, 111, 112, 151, 162  # CBLAS enums
 _SEQUENTIAL = 1  # MKL_THREADING_SEQUENTIAL
+_JIT_ERROR = 2  # mkl_jit_status_t: 0 a kernel made for the shape, 1 MKL's ordinary sgemm behind the same call
 
 
 @functools.cache
@@ -68,6 +71,10 @@ def _load():
     lib.cblas_sgemm_pack_get_size.restype = ctypes.c_size_t
     lib.cblas_sgemm_pack.argtypes = [i, i, i, i, i, i, f, p, i, p]
     lib.cblas_sgemm_compute.argtypes = [i, i, i, i, i, i, p, i, p, i, f, p, i]
+    lib.mkl_cblas_jit_create_sgemm.argtypes = [ctypes.POINTER(p), i, i, i, i, i, i, f, i, i, f, i]
+    lib.mkl_cblas_jit_create_sgemm.restype = i
+    lib.mkl_jit_get_sgemm_ptr.argtypes = [p]
+    lib.mkl_jit_get_sgemm_ptr.restype = p
     return lib
 
 
@@ -133,7 +140,22 @@ def matmul_t(x, *ws):
     return pack(*ws).matmul_t(x)
 
 
-def sgemm_address():
-    """The address of MKL's cblas_sgemm (an int) for kernels that call it (`cpu.attention`), or None."""
-    lib = _load()
-    return None if lib is None else ctypes.cast(lib.cblas_sgemm, ctypes.c_void_p).value
+_jits, _jits_lock = {}, threading.Lock()  # shape -> (jitter, kernel), kept for the process
+
+
+def jit_sgemm(trans_b, m, n, k, alpha, lda, ldb, ldc):
+    """MKL's sgemm compiled for one shape (`mkl_cblas_jit_create_sgemm`): C = alpha A op(B), row-major float32, A
+    (m, k) as it is, op(B) (k, n) = B^T if trans_b, beta 0. Returns the addresses (jitter, kernel), ints, for code
+    that calls kernel(jitter, a, b, c) (`cpu.attention`). Made on first use and kept for the process: a few kB of
+    code per shape, the text lengths a model sees."""
+    key = (bool(trans_b), m, n, k, float(np.float32(alpha)), lda, ldb, ldc)
+    with _jits_lock:
+        if key not in _jits:
+            lib, jitter = _load(), ctypes.c_void_p()
+            status = lib.mkl_cblas_jit_create_sgemm(ctypes.byref(jitter), _ROW_MAJOR, _NO_TRANS,
+                                                    _TRANS if trans_b else _NO_TRANS, m, n, k, key[4], lda, ldb,
+                                                    0.0, ldc)
+            if status == _JIT_ERROR:  # the shape is valid (the callers check it): MKL ran out of memory
+                raise MemoryError(f"MKL could not make its sgemm for (trans_b, m, n, k, alpha, lda, ldb, ldc) {key}")
+            _jits[key] = (jitter.value, lib.mkl_jit_get_sgemm_ptr(jitter))
+        return _jits[key]

@@ -54,21 +54,21 @@ def self_attention(qkv, biases, out, batch, n_head):
     column thirds of qkv (rows, 3C) plus their biases (bq, bk, bv), added to qkv in place; out (rows, C)."""
     C = out.shape[1]
     scale = 1.0 / np.sqrt(C // n_head)
-    sgemm = mkl.sgemm_address() if mkl.available() else None
-    if sgemm is None:
+    kernel = mkl.available()
+    if not kernel:
         qkv += np.concatenate(biases)
         qkv[:, :C] *= np.float32(scale)  # scaling q is T / NH times cheaper than scaling the scores
     q, k, v = qkv[:, :C], qkv[:, C:2 * C], qkv[:, 2 * C:]
     for rows, texts, length in batch.runs():
-        if sgemm is None:
+        if not kernel:
             y = attention(*(t[rows].reshape(texts, length, C) for t in (q, k, v)), n_head)  # (texts, length, C)
             out[rows] = y.reshape(out[rows].shape)
         elif isinstance(rows, slice):  # the dense layout: the run's rows in place
-            attention_heads(sgemm, q[rows], k[rows], v[rows], biases, out[rows], texts, n_head, scale, EXP_FREE)
+            attention_heads(q[rows], k[rows], v[rows], biases, out[rows], texts, n_head, scale, EXP_FREE)
         else:
             rows = rows.ravel()
-            out[rows] = attention_heads(sgemm, q[rows], k[rows], v[rows], biases, np.empty((len(rows), C), out.dtype),
-                                        texts, n_head, scale, EXP_FREE)
+            out[rows] = attention_heads(q[rows], k[rows], v[rows], biases, np.empty((len(rows), C), out.dtype), texts,
+                                        n_head, scale, EXP_FREE)
 
 
 def attention(q, k, v, n_head):

@@ -16,10 +16,9 @@ assert QUERY_BLOCK_ENTRIES // 600 < 600
 
 
 @pytest.fixture(autouse=True)
-def sgemm(monkeypatch):
+def needs_mkl(monkeypatch):
     monkeypatch.setenv("NPMINILM_MKL", "1")
     assert mkl.available(), "MKL (the mkl wheel) is not installed here"
-    return mkl.sgemm_address()
 
 
 def qkv_views(rng, texts, T, C, spread=1.0):
@@ -32,11 +31,11 @@ def biases_for(rng, C, spread=0.3):
     return [(spread * rng.standard_normal(C)).astype(np.float32) for _ in range(3)]
 
 
-def with_biases(sgemm, q, k, v, biases, out, texts, n_head, scale):
+def with_biases(q, k, v, biases, out, texts, n_head, scale):
     """Runs the kernel; returns q + bq, k + bk, v + bv as float32 (what it attended over), checking that it left
     them in q, k, v."""
     summed = [t + b for t, b in zip((q, k, v), biases)]
-    attention_heads(sgemm, q, k, v, biases, out, texts, n_head, scale, EXP_FREE)
+    attention_heads(q, k, v, biases, out, texts, n_head, scale, EXP_FREE)
     for t, expected in zip((q, k, v), summed):
         assert t.tobytes() == np.ascontiguousarray(expected).tobytes(), "the biases are not in q, k, v"
     return summed
@@ -62,12 +61,12 @@ def numpy_op(q, k, v, texts, n_head, scale):
 
 
 @pytest.mark.parametrize("texts,T,C,NH", SHAPES)
-def test_as_close_to_float64_as_the_numpy_op(sgemm, texts, T, C, NH):
+def test_as_close_to_float64_as_the_numpy_op(texts, T, C, NH):
     rng = np.random.default_rng()
     q, k, v = qkv_views(rng, texts, T, C)
     scale = 1.0 / np.sqrt(C // NH)
     wide = np.full((texts * T, C + 3), np.nan, np.float32)  # out with a longer row stride than C
-    q, k, v = with_biases(sgemm, q, k, v, biases_for(rng, C), wide[:, :C], texts, NH, scale)
+    q, k, v = with_biases(q, k, v, biases_for(rng, C), wide[:, :C], texts, NH, scale)
     assert np.isnan(wide[:, C:]).all(), "wrote past its columns"
     exact = exact_attention(q, k, v, texts, NH, scale)
     err, bar = np.abs(wide[:, :C] - exact).max(), np.abs(numpy_op(q, k, v, texts, NH, scale) - exact).max()
@@ -75,7 +74,7 @@ def test_as_close_to_float64_as_the_numpy_op(sgemm, texts, T, C, NH):
 
 
 @pytest.mark.parametrize("case", ["large scores", "large values", "bounded"])
-def test_the_max_shift_where_exp_could_overflow(sgemm, case):
+def test_the_max_shift_where_exp_could_overflow(case):
     """Rows whose scores reach past EXP_FREE take the max shift; so do heads whose values could overflow P V's
     sums; the others skip it. Each gives softmax's result."""
     rng = np.random.default_rng()
@@ -92,7 +91,7 @@ def test_the_max_shift_where_exp_could_overflow(sgemm, case):
         v[:, :hs] *= 1e30
     scale = 1.0 / np.sqrt(C // NH)
     out = np.empty((texts * T, C), np.float32)
-    q, k, v = with_biases(sgemm, q, k, v, biases_for(rng, C, 0.003), out, texts, NH, scale)  # keeping the scores
+    q, k, v = with_biases(q, k, v, biases_for(rng, C, 0.003), out, texts, NH, scale)  # keeping the scores
     assert np.isfinite(out).all()
     exact = exact_attention(q, k, v, texts, NH, scale)
     column_max = np.abs(exact).max(axis=0)  # head 0's are 1e30 larger in "large values"
@@ -101,14 +100,14 @@ def test_the_max_shift_where_exp_could_overflow(sgemm, case):
     # rounding of about 1e-5 into exp: the NumPy op's error there is the bar
 
 
-def test_a_text_has_the_same_bits_in_any_batch_at_any_position_and_alignment(sgemm):
+def test_a_text_has_the_same_bits_in_any_batch_at_any_position_and_alignment():
     rng = np.random.default_rng()
     T, C, NH = 19, 96, 3
     q1, k1, v1 = qkv_views(rng, 1, T, C)
     biases = biases_for(rng, C)
     text = [t.copy() for t in (q1, k1, v1)]  # before its biases
     alone = np.empty((T, C), np.float32)
-    attention_heads(sgemm, q1, k1, v1, biases, alone, 1, NH, 0.17, EXP_FREE)
+    attention_heads(q1, k1, v1, biases, alone, 1, NH, 0.17, EXP_FREE)
     for texts in (2, 5):
         for at in range(texts):
             for shift in (0, 1, 5):  # in floats: the batch's rows 4, 20 bytes off the text's own alignment
@@ -118,12 +117,26 @@ def test_a_text_has_the_same_bits_in_any_batch_at_any_position_and_alignment(sge
                 rows = slice(at * T, (at + 1) * T)
                 qkv[rows, :C], qkv[rows, C:2 * C], qkv[rows, 2 * C:] = text
                 out = np.empty((texts * T, C), np.float32)
-                attention_heads(sgemm, qkv[:, :C], qkv[:, C:2 * C], qkv[:, 2 * C:], biases, out, texts, NH, 0.17,
+                attention_heads(qkv[:, :C], qkv[:, C:2 * C], qkv[:, 2 * C:], biases, out, texts, NH, 0.17,
                                 EXP_FREE)
                 assert out[rows].tobytes() == alone.tobytes(), (texts, at, shift)
 
 
-def test_bad_arrays_get_a_typed_error(sgemm):
+@pytest.mark.parametrize("T", [1, 19, 600])
+def test_a_text_has_the_same_bits_from_views_of_one_product_or_arrays_of_their_own(T):
+    """The encoder passes q, k, v as column slices of the QKV product (row stride 3C) for consecutive rows, and as
+    gathered (rows, C) arrays otherwise: the kernels MKL makes for the two strides give the same bits."""
+    rng = np.random.default_rng()
+    C, NH = 96, 3
+    qkv = rng.standard_normal((T, 3 * C)).astype(np.float32)
+    biases = biases_for(rng, C)
+    views, own = np.empty((T, C), np.float32), np.empty((T, C), np.float32)
+    attention_heads(*(qkv.copy()[:, i * C:(i + 1) * C] for i in range(3)), biases, views, 1, NH, 0.17, EXP_FREE)
+    attention_heads(*(qkv[:, i * C:(i + 1) * C].copy() for i in range(3)), biases, own, 1, NH, 0.17, EXP_FREE)
+    assert views.tobytes() == own.tobytes()
+
+
+def test_bad_arrays_get_a_typed_error():
     rng = np.random.default_rng()
     q, k, v = qkv_views(rng, 2, 5, 12)
     out = np.empty((10, 12), np.float32)
@@ -139,7 +152,7 @@ def test_bad_arrays_get_a_typed_error(sgemm):
     ]
     for args in bad:
         with pytest.raises(InvalidInputError):
-            attention_heads(sgemm, *args[:3], biases, args[3], args[4], args[5], 0.5, EXP_FREE)
+            attention_heads(*args[:3], biases, args[3], args[4], args[5], 0.5, EXP_FREE)
     for wrong in (biases[:2], [biases[0], biases[1], biases[2][:6]]):  # two biases; one of the wrong length
         with pytest.raises(InvalidInputError):
-            attention_heads(sgemm, q, k, v, wrong, out, 2, 3, 0.5, EXP_FREE)
+            attention_heads(q, k, v, wrong, out, 2, 3, 0.5, EXP_FREE)

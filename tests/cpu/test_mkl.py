@@ -1,6 +1,7 @@
-"""MKL's packed sgemm (npminilm/cpu/mkl.py) against float64 GEMMs over awkward shapes, a row's bits the same at
-any row count, position and alignment, and the packs' lifetime."""
+"""MKL's packed sgemm and its JIT sgemm (npminilm/cpu/mkl.py) against float64 GEMMs over awkward shapes, a
+row's bits the same at any row count, position and alignment, and the packs' lifetime."""
 
+import ctypes
 import gc
 
 import numpy as np
@@ -27,6 +28,34 @@ def test_matmul_t_as_close_to_float64_as_numpy(M, K, N):
     err = np.abs(mkl.matmul_t(x, w) - exact).max()
     numpy_err = np.abs(x @ w.T - exact).max()
     assert err <= 2.0 * numpy_err + 1e-6, (err, numpy_err)
+
+
+JIT_SHAPES = [(1, 1, 1), (3, 7, 5), (17, 33, 65), (256, 256, 32), (164, 600, 32), (12, 32, 12)]  # (m, n, k)
+
+
+@pytest.mark.parametrize("m,n,k", JIT_SHAPES)
+@pytest.mark.parametrize("trans_b", [True, False])
+def test_jit_sgemm_within_float32s_error_bound_at_any_row_strides(m, n, k, trans_b):
+    """C = alpha A op(B) by the kernel jit_sgemm makes, called as cpu.attention calls it, on (m, k) A and (n, k) or
+    (k, n) B inside wider arrays, into a wider C whose other columns it must leave alone: within float32's worst-case
+    error of the exact product, made once per shape."""
+    rng = np.random.default_rng()
+    alpha = float(rng.uniform(0.1, 2.0))
+    a = rng.standard_normal((m, k + 3)).astype(np.float32)[:, 1:k + 1]  # row stride k + 3
+    b = rng.standard_normal((n, 2 * k + 1) if trans_b else (k, n + 5)).astype(np.float32)
+    b = b[:, :k] if trans_b else b[:, :n]
+    c = np.full((m, n + 2), np.nan, np.float32)
+    jitter, kernel = mkl.jit_sgemm(trans_b, m, n, k, alpha, a.strides[0] // 4, b.strides[0] // 4, c.strides[0] // 4)
+    assert mkl.jit_sgemm(trans_b, m, n, k, alpha, a.strides[0] // 4, b.strides[0] // 4,
+                         c.strides[0] // 4) == (jitter, kernel), "made again"
+    call = ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * 4)(kernel)
+    call(jitter, a.ctypes.data, b.ctypes.data, c.ctypes.data)
+    op_b = b.T if trans_b else b
+    exact = alpha * (a.astype(np.float64) @ op_b.astype(np.float64))
+    assert np.isnan(c[:, n:]).all(), "wrote past its columns"
+    # float32's worst case for k products summed and alpha applied: (k + 2) u |alpha| |A| |op(B)|, u = 2^-24
+    bound = (k + 2) * 2.0 ** -24 * abs(alpha) * (np.abs(a).astype(np.float64) @ np.abs(op_b).astype(np.float64))
+    assert (np.abs(c[:, :n] - exact) <= bound).all(), np.abs(c[:, :n] - exact).max()
 
 
 def test_a_row_has_the_same_bits_at_any_row_count_position_and_alignment():
