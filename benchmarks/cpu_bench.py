@@ -153,6 +153,12 @@ def openvino_fp32(peer, threads, tmp):
 PEERS = {"onnxruntime fused": (onnxruntime_fused, "onnxruntime onnx"), "OpenVINO": (openvino_fp32, "openvino")}
 
 
+CODE_PATH_SETTINGS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",  # numpy's OpenBLAS kernel and blocking
+                      "MKL_ENABLE_INSTRUCTIONS",  # the widest ISA MKL dispatches to (npminilm's and torch's MKL)
+                      "ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY",  # torch's oneDNN and vectorised kernels
+                      "NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES")  # what npminilm's kernels are compiled for
+
+
 def machine():
     """CPU model (with family, model, stepping and L2 size), its widest vector ISA, and the BLAS numpy runs (library, version, kernel, threads)."""
     fields, flags = {}, set()
@@ -181,7 +187,7 @@ def machine():
                          f"{i.get('num_threads')} threads" for i in threadpool_info() if i.get("user_api") == "blas")
     except ImportError:
         blas = "unknown (threadpoolctl is not installed)"
-    env = {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in os.environ}
+    env = {k: os.environ[k] for k in CODE_PATH_SETTINGS if k in os.environ}
     return model, isa, blas, env
 
 
@@ -458,7 +464,7 @@ def main():
         f"# CPU benchmark, {datetime.datetime.now().isoformat(timespec='minutes')}",
         "",
         f"- machine: {model}, {isa}, {os.cpu_count()} cores ({platform.machine()})",
-        f"- BLAS libraries loaded (threadpoolctl; numpy's is the openblas with its kernel): {blas}; OPENBLAS settings in "
+        f"- BLAS libraries loaded (threadpoolctl; numpy's is the openblas with its kernel): {blas}; code-path settings in "
         f"the environment: {blas_env or 'none'}",
         f"- npminilm's kernels: {kernels}",
         f"- python {platform.python_version()}, numpy {np.__version__}, torch {torch.__version__} "
