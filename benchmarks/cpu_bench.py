@@ -1,7 +1,8 @@
 """CPU throughput, side by side in one process, in alternating rounds: npminilm (default: the numba kernels and
 MKL's packed GEMMs when the `fast` extra is installed; the numba kernels with numpy's OpenBLAS, NPMINILM_MKL=0,
-or on a CPU not Intel's, where OpenBLAS is the default, with MKL, NPMINILM_MKL=1; the NumPy ops alone, NPMINILM_NUMBA=0; and deterministic=True), sentence-transformers (torch CPU), onnxruntime on
-a fused ONNX graph and OpenVINO fp32 on the same export: the fp32 engines people pick.
+or, on a CPU not Intel's, where OpenBLAS is the default, with MKL, NPMINILM_MKL=1; the NumPy ops alone,
+NPMINILM_NUMBA=0; and deterministic=True), sentence-transformers (torch CPU), onnxruntime on a fused ONNX graph and
+OpenVINO fp32 on the same export: the fp32 engines people pick.
 
     pip install -e ".[test,bench]"      # the peers: sentence-transformers, onnxruntime, onnx, openvino
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/cpu_bench.py [--rounds 3] [--out FILE.md]
@@ -160,7 +161,8 @@ CODE_PATH_SETTINGS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",  # numpy's OpenBL
 
 
 def machine():
-    """CPU model (with family, model, stepping and L2 size), its widest vector ISA, and the BLAS numpy runs (library, version, kernel, threads)."""
+    """CPU model (with family, model, stepping and L2 size), its widest vector ISA, the BLAS numpy runs (library,
+    version, kernel, threads) and the code-path settings in the environment."""
     fields, flags = {}, set()
     try:
         for line in open("/proc/cpuinfo"):
@@ -464,8 +466,8 @@ def main():
         f"# CPU benchmark, {datetime.datetime.now().isoformat(timespec='minutes')}",
         "",
         f"- machine: {model}, {isa}, {os.cpu_count()} cores ({platform.machine()})",
-        f"- BLAS libraries loaded (threadpoolctl; numpy's is the openblas with its kernel): {blas}; code-path settings in "
-        f"the environment: {blas_env or 'none'}",
+        f"- BLAS libraries loaded (threadpoolctl; numpy's is the openblas with its kernel): {blas}; code-path "
+        f"settings in the environment: {blas_env or 'none'}",
         f"- npminilm's kernels: {kernels}",
         f"- python {platform.python_version()}, numpy {np.__version__}, torch {torch.__version__} "
         f"({torch.get_num_threads()} threads), npminilm {npminilm.__version__}, "

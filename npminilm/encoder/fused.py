@@ -54,13 +54,13 @@ def self_attention(qkv, biases, out, batch, n_head):
     column thirds of qkv (rows, 3C) plus their biases (bq, bk, bv), added to qkv in place; out (rows, C)."""
     C = out.shape[1]
     scale = 1.0 / np.sqrt(C // n_head)
-    kernel = mkl.available()
-    if not kernel:
+    with_mkl = mkl.available()
+    if not with_mkl:
         qkv += np.concatenate(biases)
         qkv[:, :C] *= np.float32(scale)  # scaling q is T / NH times cheaper than scaling the scores
     q, k, v = qkv[:, :C], qkv[:, C:2 * C], qkv[:, 2 * C:]
     for rows, texts, length in batch.runs():
-        if not kernel:
+        if not with_mkl:
             y = attention(*(t[rows].reshape(texts, length, C) for t in (q, k, v)), n_head)  # (texts, length, C)
             out[rows] = y.reshape(out[rows].shape)
         elif isinstance(rows, slice):  # the dense layout: the run's rows in place
