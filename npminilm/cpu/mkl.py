@@ -149,6 +149,9 @@ def jit_sgemm(trans_b, m, n, k, alpha, lda, ldb, ldc):
     that calls kernel(jitter, a, b, c) (`cpu.attention`). Made on first use (0.06-0.1 ms) and kept for the process:
     attention makes two per text length it sees."""
     key = (bool(trans_b), m, n, k, float(np.float32(alpha)), lda, ldb, ldc)
+    made = _jits.get(key)  # the hot path: attention asks for its four on every call
+    if made is not None:
+        return made
     with _jits_lock:
         if key not in _jits:
             lib, jitter = _load(), ctypes.c_void_p()
