@@ -70,7 +70,8 @@ def test_predict_matches_sentence_transformers(folder, max_length):
 def test_rank_matches_sentence_transformers(folder):
     path, _, labels, seed = folder
     ours, ref = CrossEncoder(path), STCrossEncoder(str(path), device="cpu")
-    documents = [b for _, b in PAIRS] + [a for a, _ in PAIRS]
+    # unique texts: equal documents tie, and a tie's order rests on the last bit of each engine's batching
+    documents = list(dict.fromkeys([b for _, b in PAIRS] + [a for a, _ in PAIRS]))
     if labels != 1:  # both refuse: ranking needs one score per document
         with pytest.raises(InvalidArgumentError, match="use predict"):
             ours.rank("q", documents)
@@ -80,8 +81,12 @@ def test_rank_matches_sentence_transformers(folder):
     for top_k in (None, 3):
         got = ours.rank("how tall is Mount Everest?", documents, top_k=top_k, return_documents=True)
         expected = ref.rank("how tall is Mount Everest?", documents, top_k=top_k, return_documents=True)
-        assert [g["corpus_id"] for g in got] == [e["corpus_id"] for e in expected], f"seed {seed}"
-        assert [g["text"] for g in got] == [e["text"] for e in expected]
+        # the same order, except that two scores within float32's noise of each other may trade places
+        reference = ref.predict([("how tall is Mount Everest?", d) for d in documents])
+        assert len(got) == len(expected) and len({g["corpus_id"] for g in got}) == len(got)
+        assert_close(reference[[g["corpus_id"] for g in got]], [e["score"] for e in expected], 1e-6,
+                     name=f"reference scores in our order, seed {seed}")
+        assert [g["text"] for g in got] == [documents[g["corpus_id"]] for g in got]
         assert_close([g["score"] for g in got], [e["score"] for e in expected], 1e-5, name="rank scores")
 
 
