@@ -204,10 +204,11 @@ STAGES = {  # per kernel set: its environment, the functions timed ("module:name
     }, "the rest of encode (tokenising, embedding lookups, residual sums, pooling)"),
     "numba + OpenBLAS": ({"NPMINILM_NUMBA": "1", "NPMINILM_MKL": "0"}, {
         "npminilm.encoder.fused:numpy_matmul_t": FUSED_GEMMS + ", numpy's OpenBLAS",
-        "npminilm.encoder.fused:attention": "attention (bounds, scores, exp_rows, P V), per run of equal-length texts",
+        "npminilm.encoder.fused:attention_heads": "attention (Q/K/V biases, bounds, scores, exp, P V), one kernel "
+                                                  "per run of equal-length texts, register-tile GEMMs inside",
         "npminilm.encoder.fused:gelu_bias": "GELU with the FFN's bias (one kernel)",
         "npminilm.encoder.fused:add_layernorm": "bias + residual + LayerNorm (one kernel)",
-    }, "the rest: Q/K/V biases, tokenising, embedding lookups, pooling"),
+    }, "the rest: tokenising, embedding lookups, pooling"),
     "numba + MKL": ({"NPMINILM_NUMBA": "1", "NPMINILM_MKL": "1"}, {
         "npminilm.cpu.mkl:matmul_t": FUSED_GEMMS + ", MKL's packed sgemm",
         "npminilm.encoder.fused:attention_heads": "attention (Q/K/V biases, bounds, scores, exp, P V), one kernel "

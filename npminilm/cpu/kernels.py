@@ -4,8 +4,8 @@ side.
 
     gelu_bias(x, b)                          x = GELU(x + b) in place          the FFN's bias and activation
     add_layernorm(x, b, residual, w, beta)   x = LN(x + b + residual) in place  the output bias, residual, LayerNorm
-    exp_rows(s, bound, limit, inv_sum)       s = exp(s - shift) in place,       attention's unnormalised softmax,
-                                             inv_sum = 1 / rowsum               normalised after P V
+    exp_shifted(row, top)                    row = exp(row - top) in place,     attention's unnormalised softmax
+                                             returns its sum                    (cpu.attention), normalised after P V
 
 Every result depends on its own row alone, and a row runs the same instructions wherever it sits: the sums may be
 reassociated (`fastmath={"reassoc"}`, which lets LLVM vectorise them) but in an order fixed by the row's length,
@@ -150,18 +150,3 @@ def exp_shifted(row, top):
         row[j] = e
         total += e
     return total
-
-
-@njit(**REDUCING)
-def exp_rows(s, bound, limit, inv_sum):
-    """s = exp(s - shift) in place over each row, inv_sum = 1 / the row's sum; the shift is the row's max, or 0
-    where bound (an upper bound of the row's |scores|, e.g. |q_i| max_j |k_j| by Cauchy-Schwarz) is at most
-    limit: exp then stays within [e^-limit, e^limit], and the max's pass (which does not vectorise) is saved.
-    s (R, T) float32; bound (R,) float32, inf to always shift; inv_sum (R,)."""
-    prefer_512_bit_vectors()
-    n, m = s.shape
-    for i in range(n):
-        row = s[i]
-        top = _row_max(row) if bound[i] > limit else f32(0.0)
-        inv_sum[i] = f32(1.0) / exp_shifted(row, top)
-

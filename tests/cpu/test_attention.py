@@ -1,6 +1,6 @@
-"""The attention kernel (npminilm/cpu/attention.py, MKL's sgemm called from numba) against softmax attention in
-float64 over awkward shapes and strides, with the biases it adds in place, rows that need the max shift, and a
-text's bits the same in any batch."""
+"""The attention kernel (npminilm/cpu/attention.py), with its products through MKL's JIT sgemm and through the
+register tiles, against softmax attention in float64 over awkward shapes and strides, with the biases it adds in
+place, rows that need the max shift, and a text's bits the same in any batch."""
 
 import numpy as np
 import pytest
@@ -10,15 +10,18 @@ from npminilm.cpu.attention import QUERY_BLOCK_ENTRIES, attention_heads
 from npminilm.errors import InvalidInputError
 from npminilm.nn.ops import EXP_FREE, attention_forward
 
-SHAPES = [(1, 1, 8, 2), (3, 7, 48, 3), (2, 33, 60, 4), (5, 12, 384, 12), (1, 300, 96, 3),
-          (1, 600, 32, 2)]  # (texts, T, C, NH): hs 4..32, odd T, and T = 600 in two query blocks
+SHAPES = [(1, 1, 8, 2), (3, 7, 48, 3), (2, 33, 60, 4), (5, 12, 384, 12), (1, 300, 96, 3), (5, 24, 15, 3),
+          (2, 65, 128, 2), (1, 600, 32, 2)]  # (texts, T, C, NH): hs 4..64, odd T, and T = 600 in two query blocks
 assert QUERY_BLOCK_ENTRIES // 600 < 600
 
 
-@pytest.fixture(autouse=True)
-def needs_mkl(monkeypatch):
-    monkeypatch.setenv("NPMINILM_MKL", "1")
-    assert mkl.available(), "MKL (the mkl wheel) is not installed here"
+@pytest.fixture(autouse=True, params=["mkl", "tiles"])
+def products(request, monkeypatch):
+    """Each test runs with the products through MKL's JIT sgemm (on Intel CPUs by default) and through the
+    register tiles (elsewhere)."""
+    monkeypatch.setenv("NPMINILM_MKL", "1" if request.param == "mkl" else "0")
+    assert mkl.available() == (request.param == "mkl"), "MKL (the mkl wheel) is not installed here"
+    return request.param
 
 
 def qkv_views(rng, texts, T, C, spread=1.0):
@@ -125,7 +128,7 @@ def test_a_text_has_the_same_bits_in_any_batch_at_any_position_and_alignment():
 @pytest.mark.parametrize("T", [1, 19, 600])
 def test_a_text_has_the_same_bits_from_views_of_one_product_or_arrays_of_their_own(T):
     """The encoder passes q, k, v as column slices of the QKV product (row stride 3C) for consecutive rows, and as
-    gathered (rows, C) arrays otherwise: the kernels MKL makes for the two strides give the same bits."""
+    gathered (rows, C) arrays otherwise: the two give the same bits (MKL makes a kernel for each stride)."""
     rng = np.random.default_rng()
     C, NH = 96, 3
     qkv = rng.standard_normal((T, 3 * C)).astype(np.float32)
