@@ -26,11 +26,11 @@ import functools
 import importlib.metadata
 import os
 import threading
-import weakref
 
 import numpy as np
 
 from ..errors import InvalidInputError
+from . import packs
 
 PACK_ROWS = 512  # the row count the packs are made for (a product of any other count reads them as well)
 _ROW_MAJOR, _NO_TRANS, _TRANS, _PACKED, _B_MATRIX = 101, 111, 112, 151, 162  # CBLAS enums
@@ -115,24 +115,10 @@ class PackedWeight:
         return out
 
 
-_packs = {}  # ids of the weights -> (weakrefs to them, their PackedWeight); an entry goes with any of its weights
-
-
 def pack(*ws):
     """The PackedWeight of the float32 weight arrays ws (out_i, in) stacked by rows, made on first use and current
-    while every w stays read-only: pack makes them read-only, so an update in place fails loudly unless the
-    writer first makes w writable again (`nn.optim.writable`, as AdamW does), and then the next pack() packs
-    anew."""
-    key = tuple(map(id, ws))
-    entry = _packs.get(key)
-    if (entry is not None and all(ref() is w for ref, w in zip(entry[0], ws))
-            and not any(w.flags.writeable for w in ws)):
-        return entry[1]
-    packed = PackedWeight(ws[0] if len(ws) == 1 else np.concatenate(ws))
-    for w in ws:
-        w.flags.writeable = False
-    _packs[key] = (tuple(weakref.ref(w, lambda _, key=key: _packs.pop(key, None)) for w in ws), packed)
-    return packed
+    while every w stays read-only (`packs.get`)."""
+    return packs.get(PackedWeight, *ws)
 
 
 def matmul_t(x, *ws):

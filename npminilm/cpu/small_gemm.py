@@ -81,7 +81,7 @@ def _tile_intrinsic(add):
     return intrinsic(tile)
 
 
-_tile, _tile_add = _tile_intrinsic(False), _tile_intrinsic(True)
+tile, tile_add = _tile_intrinsic(False), _tile_intrinsic(True)
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
@@ -95,6 +95,6 @@ def small_gemm(a, b, c, alpha, add):
     for i in range(0, m, TILE_ROWS):
         for j in range(0, n, TILE_COLS):
             if add:
-                _tile_add(a0 + 4 * i * lda, lda, b0 + 4 * j, ldb, c0 + 4 * (i * ldc + j), ldc, k, alpha)
+                tile_add(a0 + 4 * i * lda, lda, b0 + 4 * j, ldb, c0 + 4 * (i * ldc + j), ldc, k, alpha)
             else:
-                _tile(a0 + 4 * i * lda, lda, b0 + 4 * j, ldb, c0 + 4 * (i * ldc + j), ldc, k, alpha)
+                tile(a0 + 4 * i * lda, lda, b0 + 4 * j, ldb, c0 + 4 * (i * ldc + j), ldc, k, alpha)

@@ -1,7 +1,8 @@
 """The packed forward's block with the numba kernels (`npminilm.cpu`, the `fast` extra), for float32 inference:
 the same function as `packed.layer`, with what lies between the GEMMs done in one pass a row.
 
-    q, k, v = x [Wq; Wk; Wv]^T                                         one GEMM (MKL's packed sgemm where it runs)
+    q, k, v = x [Wq; Wk; Wv]^T                                         one GEMM (MKL's packed sgemm where it runs,
+                                                                       else the register tiles)
     a = attention of q + bq, k + bk, v + bv per run of equal-length    `cpu.attention`'s kernel (the biases in
         texts                                                          its bounds' pass)
     h = add_layernorm(a Wo^T; bo, x)                                   LN(. + bo + x) in one pass
@@ -11,19 +12,18 @@ the same function as `packed.layer`, with what lies between the GEMMs done in on
 
 import numpy as np
 
-from ..cpu import mkl
+from ..cpu import mkl, tiled_linear
 from ..cpu.attention import attention_heads
 from ..cpu.kernels import add_layernorm, gelu_bias
 from ..nn.ops import EXP_FREE
-from ..runtime.blas_rows import numpy_matmul_t
 
 QKV = ("query", "key", "value")
 
 
 def linear_gemm():
     """The x @ w.T of the block's linear layers, x @ [w_1; w_2; ..].T for several weights: from MKL's pack of
-    them where it runs (`cpu.mkl`), else numpy's."""
-    return mkl.matmul_t if mkl.available() else numpy_matmul_t
+    them where it runs (`cpu.mkl`), else from their panels through the register tiles (`cpu.tiled_linear`)."""
+    return mkl.matmul_t if mkl.available() else tiled_linear.matmul_t
 
 
 def fused_layer(params, config, i, x, batch):

@@ -22,7 +22,6 @@ from functools import cached_property
 import numpy as np
 
 from ..cpu import available as numba_available
-from ..cpu.mkl import available as mkl_available
 from ..errors import InvalidInputError
 from ..nn.ops import attention_forward, gelu_forward, layernorm_forward, linear_forward
 
@@ -136,9 +135,9 @@ def linear_gemm(dtype):
 
 
 def gemms_on_one_thread(dtype):
-    """Whether the forward's linear layers run on the calling thread alone here (MKL's sequential GEMMs), so that
-    a lone batch takes every core only when cut into a piece per core."""
-    return linear_gemm(dtype) is not None and mkl_available()
+    """Whether the forward's linear layers run on the calling thread alone here (MKL's sequential GEMMs, or the
+    register tiles), so that a lone batch takes every core only when cut into a piece per core."""
+    return linear_gemm(dtype) is not None
 
 
 def embeddings(params, config, batch):

@@ -7,7 +7,7 @@ import gc
 import numpy as np
 import pytest
 
-from npminilm.cpu import mkl
+from npminilm.cpu import mkl, packs
 from npminilm.errors import InvalidInputError
 
 SHAPES = [(1, 1, 1), (3, 7, 5), (17, 33, 65), (512, 384, 1536), (700, 1536, 384), (129, 384, 1152)]  # (M, K, N)
@@ -95,11 +95,11 @@ def test_a_pack_is_made_once_and_goes_with_its_weight():
     w = np.random.default_rng().standard_normal((8, 4)).astype(np.float32)
     first = mkl.pack(w)
     assert mkl.pack(w) is first
-    key = (id(w),)
-    assert key in mkl._packs
+    key = (mkl.PackedWeight, id(w))
+    assert key in packs._packs
     del w, first
     gc.collect()
-    assert key not in mkl._packs
+    assert key not in packs._packs
 
 
 def test_a_weight_updated_in_place_is_packed_anew():
