@@ -1,6 +1,6 @@
 """CPU throughput, side by side in one process, in alternating rounds: npminilm (default: the numba kernels and
-MKL's packed GEMMs when the `fast` extra is installed; the numba kernels with numpy's OpenBLAS, NPMINILM_MKL=0,
-or, on a CPU not Intel's, where OpenBLAS is the default, with MKL, NPMINILM_MKL=1; the NumPy ops alone,
+MKL's packed GEMMs when the `fast` extra is installed; the numba kernels with their register-tile GEMMs,
+NPMINILM_MKL=0, or, on a CPU not Intel's, where the tiles are the default, with MKL, NPMINILM_MKL=1; the NumPy ops alone,
 NPMINILM_NUMBA=0; and deterministic=True), sentence-transformers (torch CPU), onnxruntime on a fused ONNX graph and
 OpenVINO fp32 on the same export: the fp32 engines people pick.
 
@@ -202,8 +202,8 @@ STAGES = {  # per kernel set: its environment, the functions timed ("module:name
         "npminilm.encoder.packed:gelu_forward": "GELU",
         "npminilm.encoder.packed:layernorm_forward": "LayerNorm",
     }, "the rest of encode (tokenising, embedding lookups, residual sums, pooling)"),
-    "numba + OpenBLAS": ({"NPMINILM_NUMBA": "1", "NPMINILM_MKL": "0"}, {
-        "npminilm.encoder.fused:numpy_matmul_t": FUSED_GEMMS + ", numpy's OpenBLAS",
+    "numba + tiles": ({"NPMINILM_NUMBA": "1", "NPMINILM_MKL": "0"}, {
+        "npminilm.cpu.tiled_linear:matmul_t": FUSED_GEMMS + ", register tiles from packed panels",
         "npminilm.encoder.fused:attention_heads": "attention (Q/K/V biases, bounds, scores, exp, P V), one kernel "
                                                   "per run of equal-length texts, register-tile GEMMs inside",
         "npminilm.encoder.fused:gelu_bias": "GELU with the FFN's bias (one kernel)",
@@ -220,13 +220,13 @@ STAGES = {  # per kernel set: its environment, the functions timed ("module:name
 
 
 def kernel_sets():
-    """The kernel sets that run here: the NumPy ops always; numba's with OpenBLAS, and with MKL, when installed."""
+    """The kernel sets that run here: the NumPy ops always; numba's with register tiles, and with MKL, when installed."""
     from npminilm import cpu
     from npminilm.cpu import mkl
 
     sets = ["numpy"]
     if cpu.available():
-        sets.insert(0, "numba + OpenBLAS")
+        sets.insert(0, "numba + tiles")
         with environment(NPMINILM_MKL="1"):
             if mkl.available():
                 sets.insert(0, "numba + MKL")
@@ -298,7 +298,7 @@ def with_environment(encode, **values):
 
 COLD = {
     "npminilm": "import npminilm; e = npminilm.SentenceEncoder(); e.encode('A man is playing a guitar.')",
-    "npminilm OpenBLAS": "import os; os.environ['NPMINILM_MKL'] = '0'; import npminilm; e = npminilm.SentenceEncoder(); "
+    "npminilm tiles": "import os; os.environ['NPMINILM_MKL'] = '0'; import npminilm; e = npminilm.SentenceEncoder(); "
                          "e.encode('A man is playing a guitar.')",
     "npminilm numpy": "import os; os.environ['NPMINILM_NUMBA'] = '0'; import npminilm; e = npminilm.SentenceEncoder(); "
                       "e.encode('A man is playing a guitar.')",
@@ -307,7 +307,7 @@ COLD = {
 }
 RSS = {
     "npminilm": "import npminilm; e = npminilm.SentenceEncoder(); e.encode(TEXTS, batch_size=32)",
-    "npminilm OpenBLAS": "import os; os.environ['NPMINILM_MKL'] = '0'; import npminilm; e = npminilm.SentenceEncoder(); "
+    "npminilm tiles": "import os; os.environ['NPMINILM_MKL'] = '0'; import npminilm; e = npminilm.SentenceEncoder(); "
                          "e.encode(TEXTS, batch_size=32)",
     "npminilm numpy": "import os; os.environ['NPMINILM_NUMBA'] = '0'; import npminilm; e = npminilm.SentenceEncoder(); "
                       "e.encode(TEXTS, batch_size=32)",
@@ -365,10 +365,10 @@ def kernels_line(sets):
     line = f"numba {version('numba')} kernels (npminilm.cpu)"
     if "numba + MKL" in sets:
         if mkl.available():
-            line += (f"; the linear layers through MKL {version('mkl')}'s packed sgemm by default, through numpy's "
-                     "OpenBLAS as `npminilm OpenBLAS`")
+            line += (f"; the linear layers through MKL {version('mkl')}'s packed sgemm by default, through the "
+                     "register tiles as `npminilm tiles`")
         else:
-            line += (f"; the linear layers through numpy's OpenBLAS by default (not an Intel CPU), through MKL "
+            line += (f"; the linear layers through the register tiles by default (not an Intel CPU), through MKL "
                      f"{version('mkl')}'s packed sgemm as `npminilm MKL` (NPMINILM_MKL=1)")
     return line + "; the NumPy ops alone as `npminilm numpy`"
 
@@ -396,7 +396,7 @@ def main():
         from npminilm.cpu import mkl
 
         if mkl.available():
-            engines["npminilm OpenBLAS"] = with_environment(ours.encode, NPMINILM_MKL="0")
+            engines["npminilm tiles"] = with_environment(ours.encode, NPMINILM_MKL="0")
         else:  # not an Intel CPU, where MKL is unmeasured and off
             engines["npminilm MKL"] = with_environment(ours.encode, NPMINILM_MKL="1")
     if len(sets) > 1:

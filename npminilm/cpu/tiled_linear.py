@@ -15,15 +15,14 @@ each tile's accumulators stay in registers over a whole block. On an AMD EPYC Ze
 109.5 / 101.2, FFN down 108.7 / 100.1.
 
 A row's product depends on the row alone (its own FMA chains, blocks in a fixed order), so a row has the same bits
-at any row count and position; the rows past the last whole tile go through a zero-padded copy. Weights whose
-out is not a multiple of TILE_COLS go through numpy's GEMM.
+at any row count and position; the rows past the last whole tile go through a zero-padded copy, and a weight whose
+out is not a multiple of TILE_COLS gets zero columns up to its last whole panel (their products dropped).
 """
 
 import numpy as np
 from numba import njit
 
 from ..errors import InvalidInputError
-from ..runtime.blas_rows import numpy_matmul_t
 from . import packs
 from .kernels import prefer_512_bit_vectors
 from .small_gemm import TILE_COLS, TILE_ROWS, tile, tile_add
@@ -32,13 +31,15 @@ K_BLOCK = 384  # inputs a pass over the panels: 384 ran 1-5% faster than 128, 25
 
 
 class TiledWeight:
-    """A float32 weight (out, in), out a multiple of TILE_COLS, held as panels of w^T for products x @ w.T."""
+    """A float32 weight (out, in) held as panels of w^T for products x @ w.T, out padded with zero rows of w to a
+    multiple of TILE_COLS."""
 
     def __init__(self, w):
-        w = np.ascontiguousarray(w, dtype=np.float32)
         self.out_features, self.in_features = w.shape
-        self.panels = np.ascontiguousarray(
-            w.reshape(self.out_features // TILE_COLS, TILE_COLS, self.in_features).transpose(0, 2, 1))
+        n_panels = -(-self.out_features // TILE_COLS)
+        padded = np.zeros((n_panels * TILE_COLS, self.in_features), np.float32)
+        padded[:self.out_features] = w
+        self.panels = np.ascontiguousarray(padded.reshape(n_panels, TILE_COLS, self.in_features).transpose(0, 2, 1))
 
     def matmul_t(self, x):
         """x @ w.T: x (M, in) float32 with unit column stride -> (M, out), a new array."""
@@ -47,10 +48,10 @@ class TiledWeight:
                 or x.strides[0] % 4 or (M > 1 and x.strides[0] < 4 * K)):
             raise InvalidInputError(f"x must be float32 (M, {self.in_features}) with contiguous rows, got {x.dtype} "
                                     f"{x.shape} strides {x.strides}")
-        out = np.empty((M, self.out_features), np.float32)
+        out = np.empty((M, self.panels.shape[0] * TILE_COLS), np.float32)
         if M:
             _linear(np.ascontiguousarray(x) if M == 1 else x, self.panels, out, K_BLOCK)
-        return out
+        return out if out.shape[1] == self.out_features else np.ascontiguousarray(out[:, :self.out_features])
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
@@ -86,7 +87,5 @@ def _linear(x, panels, out, k_block):
 
 def matmul_t(x, *ws):
     """x @ w.T for float32 x (M, in) and weights ws (out_i, in), stacked by rows (the query, key and value weights
-    as one product), from their pack; through numpy's GEMM where the stacked out is not a multiple of TILE_COLS."""
-    if sum(len(w) for w in ws) % TILE_COLS:
-        return numpy_matmul_t(x, *ws)
+    as one product), from their pack."""
     return packs.get(TiledWeight, *ws).matmul_t(x)

@@ -10,11 +10,11 @@ import pytest
 from npminilm.cpu import packs, tiled_linear
 from npminilm.cpu.small_gemm import TILE_COLS
 from npminilm.errors import InvalidInputError
-from npminilm.runtime.blas_rows import numpy_matmul_t
 
 K_BLOCK = tiled_linear.K_BLOCK
 SHAPES = [(1, 1, TILE_COLS), (3, 7, 2 * TILE_COLS), (5, K_BLOCK, 3 * TILE_COLS), (9, K_BLOCK + 1, TILE_COLS),
-          (130, 2 * K_BLOCK + 37, 2 * TILE_COLS)]  # (M, K, N): tails of rows, of input blocks
+          (130, 2 * K_BLOCK + 37, 2 * TILE_COLS), (6, 10, 1), (11, 45, TILE_COLS + 5), (4, K_BLOCK + 2, 2 * TILE_COLS - 1)]
+# (M, K, N): tails of rows, of input blocks, of panels
 
 
 @pytest.mark.parametrize("M,K,N", SHAPES)
@@ -65,11 +65,13 @@ def test_stacked_weights_are_packed_once_as_one_and_anew_after_an_update():
     assert key not in packs._packs
 
 
-def test_widths_off_the_tiles_go_through_numpy():
+def test_a_width_off_the_panels_gives_contiguous_rows_with_the_bits_of_its_padded_weight():
     rng = np.random.default_rng()
     x, w = rng.standard_normal((6, 10)).astype(np.float32), rng.standard_normal((TILE_COLS + 4, 10)).astype(np.float32)
-    assert tiled_linear.matmul_t(x, w).tobytes() == numpy_matmul_t(x, w).tobytes()
-    assert w.flags.writeable, "not packed"
+    padded = np.concatenate([w, np.zeros((TILE_COLS - 4, 10), np.float32)])
+    y = tiled_linear.matmul_t(x, w)
+    assert y.flags.c_contiguous and y.shape == (6, TILE_COLS + 4)
+    assert y.tobytes() == tiled_linear.matmul_t(x, padded)[:, :TILE_COLS + 4].tobytes()
 
 
 def test_wrong_inputs_are_typed_errors():

@@ -3,7 +3,7 @@
 import numpy as np
 from hypothesis import given, settings, strategies as st
 
-from npminilm.runtime.blas_rows import PERIODS, numpy_matmul_t, row_classes
+from npminilm.runtime.blas_rows import PERIODS, row_classes
 from npminilm.runtime.parallel import worker_pool
 
 SHAPES = ((48, 40), (40, 96))
@@ -30,13 +30,3 @@ def test_a_row_gets_the_same_bits_at_every_position_of_its_class(seed, dtype):
                 results.append((x @ weight.T)[at])
             assert all(np.array_equal(r, results[0]) for r in results), f"class {k} of {classes} does not hold"
 
-
-def test_several_weights_give_each_product_in_its_columns_with_its_own_bits():
-    """numpy_matmul_t(x, wq, wk, wv), the fused block's Q, K, V GEMM without MKL: each weight's product written
-    into its columns has the bits of that product alone (the GEMM deterministic mode probes)."""
-    rng = np.random.default_rng()
-    x = rng.standard_normal((29, 40)).astype(np.float32)
-    ws = [rng.standard_normal((n, 40)).astype(np.float32) for n in (40, 40, 7)]
-    with worker_pool(1, pin_blas=True):
-        out = numpy_matmul_t(x, *ws)
-        assert out.tobytes() == np.concatenate([x @ w.T for w in ws], axis=1).tobytes()
