@@ -49,8 +49,10 @@ class TiledWeight:
             raise InvalidInputError(f"x must be float32 (M, {self.in_features}) with contiguous rows, got {x.dtype} "
                                     f"{x.shape} strides {x.strides}")
         out = np.empty((M, self.panels.shape[0] * TILE_COLS), np.float32)
-        if M:
+        if M and K:
             _linear(np.ascontiguousarray(x) if M == 1 else x, self.panels, out, K_BLOCK)
+        else:
+            out.fill(0.0)  # an empty sum
         return out if out.shape[1] == self.out_features else np.ascontiguousarray(out[:, :self.out_features])
 
 

@@ -80,3 +80,5 @@ def test_wrong_inputs_are_typed_errors():
         with pytest.raises(InvalidInputError):
             tiled_linear.matmul_t(x, w)
     assert tiled_linear.matmul_t(np.ones((0, 4), np.float32), w).shape == (0, TILE_COLS)
+    no_inputs = tiled_linear.matmul_t(np.ones((3, 0), np.float32), np.ones((TILE_COLS + 1, 0), np.float32))
+    assert no_inputs.shape == (3, TILE_COLS + 1) and not no_inputs.any()
