@@ -1,8 +1,8 @@
 """CPU throughput, side by side in one process, in alternating rounds: npminilm (default: the numba kernels and
 MKL's packed GEMMs when the `fast` extra is installed; the numba kernels with their register-tile GEMMs,
-NPMINILM_MKL=0, or, on a CPU not Intel's, where the tiles are the default, with MKL, NPMINILM_MKL=1; the NumPy ops alone,
-NPMINILM_NUMBA=0; and deterministic=True), sentence-transformers (torch CPU), onnxruntime on a fused ONNX graph and
-OpenVINO fp32 on the same export: the fp32 engines people pick.
+NPMINILM_MKL=0, or, on a CPU not Intel's, where the tiles are the default, with MKL, NPMINILM_MKL=1; the NumPy
+ops alone, NPMINILM_NUMBA=0; and deterministic=True), sentence-transformers (torch CPU), onnxruntime on a fused
+ONNX graph and OpenVINO fp32 on the same export: the fp32 engines people pick.
 
     pip install -e ".[test,bench]"      # the peers: sentence-transformers, onnxruntime, onnx, openvino
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/cpu_bench.py [--rounds 3] [--out FILE.md]
@@ -220,7 +220,8 @@ STAGES = {  # per kernel set: its environment, the functions timed ("module:name
 
 
 def kernel_sets():
-    """The kernel sets that run here: the NumPy ops always; numba's with register tiles, and with MKL, when installed."""
+    """The kernel sets that run here: the NumPy ops always; numba's with register tiles, and with MKL, when
+    installed."""
     from npminilm import cpu
     from npminilm.cpu import mkl
 
@@ -299,7 +300,7 @@ def with_environment(encode, **values):
 COLD = {
     "npminilm": "import npminilm; e = npminilm.SentenceEncoder(); e.encode('A man is playing a guitar.')",
     "npminilm tiles": "import os; os.environ['NPMINILM_MKL'] = '0'; import npminilm; e = npminilm.SentenceEncoder(); "
-                         "e.encode('A man is playing a guitar.')",
+                      "e.encode('A man is playing a guitar.')",
     "npminilm numpy": "import os; os.environ['NPMINILM_NUMBA'] = '0'; import npminilm; e = npminilm.SentenceEncoder(); "
                       "e.encode('A man is playing a guitar.')",
     "sentence-transformers": "from sentence_transformers import SentenceTransformer; "
@@ -308,7 +309,7 @@ COLD = {
 RSS = {
     "npminilm": "import npminilm; e = npminilm.SentenceEncoder(); e.encode(TEXTS, batch_size=32)",
     "npminilm tiles": "import os; os.environ['NPMINILM_MKL'] = '0'; import npminilm; e = npminilm.SentenceEncoder(); "
-                         "e.encode(TEXTS, batch_size=32)",
+                      "e.encode(TEXTS, batch_size=32)",
     "npminilm numpy": "import os; os.environ['NPMINILM_NUMBA'] = '0'; import npminilm; e = npminilm.SentenceEncoder(); "
                       "e.encode(TEXTS, batch_size=32)",
     "sentence-transformers": "from sentence_transformers import SentenceTransformer; "

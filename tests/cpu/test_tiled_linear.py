@@ -13,8 +13,8 @@ from npminilm.errors import InvalidInputError
 
 K_BLOCK = tiled_linear.K_BLOCK
 SHAPES = [(1, 1, TILE_COLS), (3, 7, 2 * TILE_COLS), (5, K_BLOCK, 3 * TILE_COLS), (9, K_BLOCK + 1, TILE_COLS),
-          (130, 2 * K_BLOCK + 37, 2 * TILE_COLS), (6, 10, 1), (11, 45, TILE_COLS + 5), (4, K_BLOCK + 2, 2 * TILE_COLS - 1)]
-# (M, K, N): tails of rows, of input blocks, of panels
+          (130, 2 * K_BLOCK + 37, 2 * TILE_COLS), (6, 10, 1), (11, 45, TILE_COLS + 5),
+          (4, K_BLOCK + 2, 2 * TILE_COLS - 1)]  # (M, K, N): tails of rows, of input blocks, of panels
 
 
 @pytest.mark.parametrize("M,K,N", SHAPES)
@@ -37,7 +37,8 @@ def test_a_row_has_the_same_bits_at_any_row_count_and_position():
     whole = tiled_linear.matmul_t(rows, w)
     for m in (1, 2, 3, 5, 17, 63):
         start = int(rng.integers(0, 64 - m + 1))
-        assert np.array_equal(tiled_linear.matmul_t(rows[start:start + m].copy(), w), whole[start:start + m]), (m, start)
+        part = tiled_linear.matmul_t(rows[start:start + m].copy(), w)
+        assert np.array_equal(part, whole[start:start + m]), (m, start)
 
 
 def test_stacked_weights_are_packed_once_as_one_and_anew_after_an_update():

@@ -29,4 +29,3 @@ def test_a_row_gets_the_same_bits_at_every_position_of_its_class(seed, dtype):
                 x[at] = row
                 results.append((x @ weight.T)[at])
             assert all(np.array_equal(r, results[0]) for r in results), f"class {k} of {classes} does not hold"
-
