@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from npminilm.cpu import packs, tiled_linear
-from npminilm.cpu.small_gemm import TILE_COLS
+from npminilm.cpu.tiled_linear import PANEL_COLS as TILE_COLS
 from npminilm.errors import InvalidInputError
 
 K_BLOCK = tiled_linear.K_BLOCK
