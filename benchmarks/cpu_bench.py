@@ -6,6 +6,7 @@ ONNX graph and OpenVINO fp32 on the same export: the fp32 engines people pick.
 
     pip install -e ".[test,bench]"      # the peers: sentence-transformers, onnxruntime, onnx, openvino
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/cpu_bench.py [--rounds 3] [--out FILE.md]
+    python benchmarks/cpu_bench.py --avx2-code      # on an AVX-512 CPU: every engine's AVX2 code (AVX2_CODE)
 
 Workloads: the 2,758 STSb test sentences and 200 passages of 200 words from Tiny Shakespeare (truncated at
 256 tokens), at batch sizes 32 and 128. Prints sentences/s per engine, the ratio to ST (the median over rounds),
@@ -159,6 +160,18 @@ CODE_PATH_SETTINGS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",  # numpy's OpenBL
                       "ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY",  # torch's oneDNN and vectorised kernels
                       "NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES")  # what npminilm's kernels are compiled for
 
+AVX2_CODE = {"OPENBLAS_CORETYPE": "Haswell", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2",
+             "ATEN_CPU_CAPABILITY": "avx2"}  # and NUMBA_CPU_FEATURES: the host's with AVX-512 off (`cpu.isa`)
+
+
+def avx2_code_environment():
+    """The environment that makes numpy's OpenBLAS, MKL, torch, OpenVINO's oneDNN and npminilm's numba kernels run
+    their AVX2 code on an AVX-512 CPU (onnxruntime's MLAS has no such setting). NUMBA_CPU_NAME alone would not do
+    it for numba: its features, the host's, win over the CPU name."""
+    from npminilm.cpu import isa
+
+    return dict(AVX2_CODE, NUMBA_CPU_FEATURES=isa.without_avx512())
+
 
 def machine():
     """CPU model (with family, model, stepping and L2 size), its widest vector ISA, the BLAS numpy runs (library,
@@ -190,6 +203,8 @@ def machine():
     except ImportError:
         blas = "unknown (threadpoolctl is not installed)"
     env = {k: os.environ[k] for k in CODE_PATH_SETTINGS if k in os.environ}
+    if "NUMBA_CPU_FEATURES" in env and "-avx512f" in env["NUMBA_CPU_FEATURES"].split(","):
+        env["NUMBA_CPU_FEATURES"] = "the host's, AVX-512 off"
     return model, isa, blas, env
 
 
@@ -359,11 +374,13 @@ def kernels_line(sets):
     """What npminilm runs here, for the results' header."""
     from importlib.metadata import version
 
-    from npminilm.cpu import mkl
-
     if sets == ["numpy"]:
         return "the NumPy ops (numba is not installed: pip install '.[fast]')"
-    line = f"numba {version('numba')} kernels (npminilm.cpu)"
+    from npminilm.cpu import isa, mkl, small_gemm, tiled_linear
+
+    line = (f"numba {version('numba')} kernels (npminilm.cpu), compiled for {'AVX-512' if isa.has_avx512() else 'AVX2'}"
+            f" (register tiles {tiled_linear.ROWS} x {tiled_linear.PANEL_COLS} for the linear layers, "
+            f"{small_gemm.TILE_ROWS} x {small_gemm.TILE_COLS} for attention)")
     if "numba + MKL" in sets:
         if mkl.available():
             line += (f"; the linear layers through MKL {version('mkl')}'s packed sgemm by default, through the "
@@ -377,9 +394,15 @@ def kernels_line(sets):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "cpu_bench"
-                        / f"cpu_bench-{datetime.datetime.now():%Y-%m-%d-%H%M}.md")
+    parser.add_argument("--avx2-code", action="store_true",
+                        help="run every engine's AVX2 code paths (on an AVX-512 CPU): restarts with AVX2_CODE set")
+    parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    if args.avx2_code and os.environ.get("NPMINILM_BENCH_AVX2_CODE") != "1":
+        env = dict(os.environ, **avx2_code_environment(), NPMINILM_BENCH_AVX2_CODE="1")
+        os.execve(sys.executable, [sys.executable, str(Path(__file__).resolve()), *sys.argv[1:]], env)
+    stamp = f"{datetime.datetime.now():%Y-%m-%d-%H%M}" + ("-avx2-code" if args.avx2_code else "")
+    args.out = args.out or ROOT / "benchmarks" / "results" / "cpu_bench" / f"cpu_bench-{stamp}.md"
     load_before = os.getloadavg()
 
     import torch
