@@ -18,13 +18,19 @@ _WIDE = ("avx512", "amx", "avx10", "evex512")  # the feature names that come wit
 
 
 def _host_features():
+    """{feature: on} of the host CPU; empty where LLVM cannot tell (some non-x86 hosts)."""
     import llvmlite.binding as ll
 
-    return ll.get_host_cpu_features()
+    try:
+        return dict(ll.get_host_cpu_features())
+    except RuntimeError:
+        return {}
 
 
 def features():
-    return config.CPU_FEATURES if config.CPU_FEATURES is not None else _host_features().flatten()
+    if config.CPU_FEATURES is not None:
+        return config.CPU_FEATURES
+    return ",".join(("+" if on else "-") + name for name, on in _host_features().items())
 
 
 @functools.cache

@@ -1,9 +1,8 @@
 """The encoder's float32 linear layers through the register tiles (`small_gemm.tile_kernels`) where MKL does not run
 (AMD CPUs), on one thread per call, each weight packed once into panels of PANEL_COLS output columns.
 
-    TiledWeight(w).panels              w (out, in) -> (out / PANEL_COLS, in, PANEL_COLS): w^T a panel of columns at a
-                                       time
-    out = matmul_t(x, *ws)             x @ [w_1; w_2; ...].T from their pack (`packs.get`), (M, in) -> (M, out)
+    TiledWeight(w).panels      w (out, in) -> (out / PANEL_COLS, in, PANEL_COLS): w^T a panel of columns at a time
+    out = matmul_t(x, *ws)     x @ [w_1; w_2; ...].T from their pack (`packs.get`), (M, in) -> (M, out)
 
     for each block of M_BLOCK rows, each block of K_BLOCK inputs, each panel p, each ROWS rows i of the block:
         out[i rows, p columns] (+)= x[i rows, k block] @ panels[p, k block]   the block of x (128 x 384 floats,
@@ -35,9 +34,8 @@ import numpy as np
 from numba import njit
 
 from ..errors import InvalidInputError
-from . import packs
+from . import isa, packs
 from .kernels import prefer_512_bit_vectors
-from . import isa
 from .small_gemm import VECTOR, tile_kernels
 
 ROWS, VECTORS = (8, 2) if isa.has_avx512() else (4, 3)  # the tile: rows, vectors of columns (a panel's width)
