@@ -19,7 +19,7 @@ MKL runs its sequential layer: the encoder's worker threads share the cores (`ru
 on the thread that calls it. `available()` says whether it runs here: the library is installed, NPMINILM_MKL
 is not "0", and the CPU is Intel's (NPMINILM_MKL=1 turns it on elsewhere). On AMD CPUs the register tiles
 (`tiled_linear`, `small_gemm`) run instead: there MKL's packed GEMMs only matched OpenBLAS (Zen 3: the encoder
-0.95x OpenBLAS's speed, 2026-12-02; Zen 4, one core, 512 rows: 95-104 GFLOP/s against the tiles' 109-111,
+0.95x OpenBLAS's speed, 2026-12-02; Zen 4, one core, 512 rows: 95-104 GFLOP/s against the tiles' 110-116,
 2026-12-07).
 """
 

@@ -30,8 +30,9 @@ def test_without_avx512_turns_off_every_avx512_feature_and_keeps_the_rest():
     features = dict((f[1:], f[0] == "+") for f in isa.without_avx512().split(","))
     host = isa._host_features()
     assert features.keys() == host.keys() and "avx512f" in features
-    assert all(not on for name, on in features.items() if name.startswith(("avx512", "amx", "avx10")))
-    assert all(on == host[name] for name, on in features.items() if not name.startswith(("avx512", "amx", "avx10")))
+    wide = ("avx512", "amx", "avx10", "evex512")  # LLVM's names for AVX-512 and what needs its registers
+    assert all(not on for name, on in features.items() if name.startswith(wide))
+    assert all(on == host[name] for name, on in features.items() if not name.startswith(wide))
 
 
 @pytest.fixture(scope="module")

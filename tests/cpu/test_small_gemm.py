@@ -7,7 +7,8 @@ import pytest
 from npminilm.cpu.small_gemm import TILE_COLS, TILE_ROWS, small_gemm
 
 SHAPES = [(TILE_ROWS, TILE_COLS, 1), (2 * TILE_ROWS, TILE_COLS, 5), (3 * TILE_ROWS, 3 * TILE_COLS, 32),
-          (8 * TILE_ROWS, 8 * TILE_COLS, 32), (2 * TILE_ROWS, TILE_COLS, 257), (TILE_ROWS, 2 * TILE_COLS, 600)]  # (m, n, k)
+          (8 * TILE_ROWS, 8 * TILE_COLS, 32), (2 * TILE_ROWS, TILE_COLS, 257),
+          (TILE_ROWS, 2 * TILE_COLS, 600)]  # (m, n, k)
 
 
 @pytest.mark.parametrize("m,n,k", SHAPES)

@@ -8,13 +8,12 @@ import numpy as np
 import pytest
 
 from npminilm.cpu import packs, tiled_linear
-from npminilm.cpu.tiled_linear import PANEL_COLS as TILE_COLS
 from npminilm.errors import InvalidInputError
 
-K_BLOCK = tiled_linear.K_BLOCK
-SHAPES = [(1, 1, TILE_COLS), (3, 7, 2 * TILE_COLS), (5, K_BLOCK, 3 * TILE_COLS), (9, K_BLOCK + 1, TILE_COLS),
-          (130, 2 * K_BLOCK + 37, 2 * TILE_COLS), (6, 10, 1), (11, 45, TILE_COLS + 5),
-          (4, K_BLOCK + 2, 2 * TILE_COLS - 1)]  # (M, K, N): tails of rows, of input blocks, of panels
+K_BLOCK, PANEL_COLS = tiled_linear.K_BLOCK, tiled_linear.PANEL_COLS
+SHAPES = [(1, 1, PANEL_COLS), (3, 7, 2 * PANEL_COLS), (5, K_BLOCK, 3 * PANEL_COLS), (9, K_BLOCK + 1, PANEL_COLS),
+          (130, 2 * K_BLOCK + 37, 2 * PANEL_COLS), (6, 10, 1), (11, 45, PANEL_COLS + 5),
+          (4, K_BLOCK + 2, 2 * PANEL_COLS - 1)]  # (M, K, N): tails of rows, of input blocks, of panels
 
 
 @pytest.mark.parametrize("M,K,N", SHAPES)
@@ -31,7 +30,7 @@ def test_within_float32s_error_bound_at_any_row_stride(M, K, N):
 
 def test_a_row_has_the_same_bits_at_any_row_count_and_position():
     rng = np.random.default_rng()
-    K, N = K_BLOCK + 11, 2 * TILE_COLS
+    K, N = K_BLOCK + 11, 2 * PANEL_COLS
     w = rng.standard_normal((N, K)).astype(np.float32)
     rows = rng.standard_normal((64, K)).astype(np.float32)
     whole = tiled_linear.matmul_t(rows, w)
@@ -45,7 +44,7 @@ def test_stacked_weights_are_packed_once_as_one_and_anew_after_an_update():
     from npminilm.nn.optim import writable
 
     rng = np.random.default_rng()
-    ws = [rng.standard_normal((n, 24)).astype(np.float32) for n in (TILE_COLS, TILE_COLS, 2 * TILE_COLS)]
+    ws = [rng.standard_normal((n, 24)).astype(np.float32) for n in (PANEL_COLS, PANEL_COLS, 2 * PANEL_COLS)]
     x = rng.standard_normal((37, 24)).astype(np.float32)
     stacked = tiled_linear.matmul_t(x, *ws)
     assert packs.get(tiled_linear.TiledWeight, *ws) is packs.get(tiled_linear.TiledWeight, *ws)
@@ -57,8 +56,8 @@ def test_stacked_weights_are_packed_once_as_one_and_anew_after_an_update():
     ws[1] += 1.0
     after = tiled_linear.matmul_t(x, *ws)
     exact = x.astype(np.float64) @ np.concatenate(ws).T.astype(np.float64)
-    assert np.abs(after - exact).max() < 1e-4 and np.abs(after[:, TILE_COLS:2 * TILE_COLS] -
-                                                          stacked[:, TILE_COLS:2 * TILE_COLS]).max() > 0.5
+    assert np.abs(after - exact).max() < 1e-4 and np.abs(after[:, PANEL_COLS:2 * PANEL_COLS] -
+                                                          stacked[:, PANEL_COLS:2 * PANEL_COLS]).max() > 0.5
     key = (tiled_linear.TiledWeight, *map(id, ws))
     assert key in packs._packs
     del ws
@@ -68,18 +67,18 @@ def test_stacked_weights_are_packed_once_as_one_and_anew_after_an_update():
 
 def test_a_width_off_the_panels_gives_contiguous_rows_with_the_bits_of_its_padded_weight():
     rng = np.random.default_rng()
-    x, w = rng.standard_normal((6, 10)).astype(np.float32), rng.standard_normal((TILE_COLS + 4, 10)).astype(np.float32)
-    padded = np.concatenate([w, np.zeros((TILE_COLS - 4, 10), np.float32)])
+    x, w = rng.standard_normal((6, 10)).astype(np.float32), rng.standard_normal((PANEL_COLS + 4, 10)).astype(np.float32)
+    padded = np.concatenate([w, np.zeros((PANEL_COLS - 4, 10), np.float32)])
     y = tiled_linear.matmul_t(x, w)
-    assert y.flags.c_contiguous and y.shape == (6, TILE_COLS + 4)
-    assert y.tobytes() == tiled_linear.matmul_t(x, padded)[:, :TILE_COLS + 4].tobytes()
+    assert y.flags.c_contiguous and y.shape == (6, PANEL_COLS + 4)
+    assert y.tobytes() == tiled_linear.matmul_t(x, padded)[:, :PANEL_COLS + 4].tobytes()
 
 
 def test_wrong_inputs_are_typed_errors():
-    w = np.ones((TILE_COLS, 4), np.float32)
+    w = np.ones((PANEL_COLS, 4), np.float32)
     for x in (np.ones((3, 5), np.float32), np.ones((3, 4), np.float64), np.ones((4, 3), np.float32).T):
         with pytest.raises(InvalidInputError):
             tiled_linear.matmul_t(x, w)
-    assert tiled_linear.matmul_t(np.ones((0, 4), np.float32), w).shape == (0, TILE_COLS)
-    no_inputs = tiled_linear.matmul_t(np.ones((3, 0), np.float32), np.ones((TILE_COLS + 1, 0), np.float32))
-    assert no_inputs.shape == (3, TILE_COLS + 1) and not no_inputs.any()
+    assert tiled_linear.matmul_t(np.ones((0, 4), np.float32), w).shape == (0, PANEL_COLS)
+    no_inputs = tiled_linear.matmul_t(np.ones((3, 0), np.float32), np.ones((PANEL_COLS + 1, 0), np.float32))
+    assert no_inputs.shape == (3, PANEL_COLS + 1) and not no_inputs.any()
