@@ -10,10 +10,11 @@ import pytest
 from npminilm.cpu import packs, tiled_linear
 from npminilm.errors import InvalidInputError
 
-K_BLOCK, PANEL_COLS = tiled_linear.K_BLOCK, tiled_linear.PANEL_COLS
+K_BLOCK, M_BLOCK, PANEL_COLS = tiled_linear.K_BLOCK, tiled_linear.M_BLOCK, tiled_linear.PANEL_COLS
 SHAPES = [(1, 1, PANEL_COLS), (3, 7, 2 * PANEL_COLS), (5, K_BLOCK, 3 * PANEL_COLS), (9, K_BLOCK + 1, PANEL_COLS),
           (130, 2 * K_BLOCK + 37, 2 * PANEL_COLS), (6, 10, 1), (11, 45, PANEL_COLS + 5),
-          (4, K_BLOCK + 2, 2 * PANEL_COLS - 1)]  # (M, K, N): tails of rows, of input blocks, of panels
+          (4, K_BLOCK + 2, 2 * PANEL_COLS - 1), (2 * M_BLOCK + 13, K_BLOCK + 5, 2 * PANEL_COLS + 3)]
+# (M, K, N): tails of rows, of input blocks, of panels, and several blocks of rows
 
 
 @pytest.mark.parametrize("M,K,N", SHAPES)
@@ -32,10 +33,11 @@ def test_a_row_has_the_same_bits_at_any_row_count_and_position():
     rng = np.random.default_rng()
     K, N = K_BLOCK + 11, 2 * PANEL_COLS
     w = rng.standard_normal((N, K)).astype(np.float32)
-    rows = rng.standard_normal((64, K)).astype(np.float32)
+    n = 2 * M_BLOCK + 13  # rows in several blocks of M_BLOCK
+    rows = rng.standard_normal((n, K)).astype(np.float32)
     whole = tiled_linear.matmul_t(rows, w)
-    for m in (1, 2, 3, 5, 17, 63):
-        start = int(rng.integers(0, 64 - m + 1))
+    for m in (1, 2, 3, 5, 17, 63, M_BLOCK + 9):
+        start = int(rng.integers(0, n - m + 1))
         part = tiled_linear.matmul_t(rows[start:start + m].copy(), w)
         assert np.array_equal(part, whole[start:start + m]), (m, start)
 
