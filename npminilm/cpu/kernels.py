@@ -4,6 +4,8 @@ side.
 
     gelu_bias(x, b)                          x = GELU(x + b) in place          the FFN's bias and activation
     add_layernorm(x, b, residual, w, beta)   x = LN(x + b + residual) in place  the output bias, residual, LayerNorm
+    embed_layernorm(out, rows, ids, ...)     out[rows] = LN(word[ids]           the embeddings
+                                             + position + token type)
     exp_shifted(row, top)                    row = exp(row - top) in place,     attention's unnormalised softmax
                                              returns its sum                    (cpu.attention), normalised after P V
 
@@ -103,27 +105,50 @@ def gelu_bias(x, b):
 @njit(**REDUCING)
 def add_layernorm(x, b, residual, w, beta, eps):
     """x = LayerNorm(x + b + residual) in place, over each row: (v - mean) / sqrt(var + eps) * w + beta, var the
-    mean squared deviation. x, residual (N, C) float32; b, w, beta (C,). The mean is summed about the row's first
-    value (mean = v0 + mean(v - v0)), so a row far from zero loses no more than one near it."""
+    mean squared deviation. x, residual (N, C) float32; b, w, beta (C,)."""
     prefer_512_bit_vectors()
-    n, m = x.shape
-    inv_m = f32(1.0) / f32(m)
-    for i in range(n):
+    for i in range(x.shape[0]):
         row, res = x[i], residual[i]
         pivot = row[0] + b[0] + res[0]
         total = f32(0.0)
-        for j in range(m):
+        for j in range(row.size):
             v = row[j] + b[j] + res[j]
             row[j] = v
             total += v - pivot
-        mean = pivot + total * inv_m
-        squares = f32(0.0)
-        for j in range(m):
-            d = row[j] - mean
-            squares += d * d
-        rstd = f32(1.0) / np.sqrt(squares * inv_m + f32(eps))
-        for j in range(m):
-            row[j] = (row[j] - mean) * rstd * w[j] + beta[j]
+        _normalize(row, pivot, total, w, beta, eps)
+
+
+@njit(**REDUCING)
+def embed_layernorm(out, rows, ids, positions, types, word, position, token_type, w, beta, eps):
+    """out[rows[t]] = LayerNorm(word[ids[t]] + position[positions[t]] + token_type[types[t]]) for each token t: BERT's
+    embeddings in one pass a token. out (R, C) float32; rows, ids, positions, types (N,) int64, each within its
+    table (the caller checks); word, position, token_type (n_i, C); w, beta (C,)."""
+    prefer_512_bit_vectors()
+    for t in range(ids.size):
+        row, we, pe, te = out[rows[t]], word[ids[t]], position[positions[t]], token_type[types[t]]
+        pivot = we[0] + pe[0] + te[0]
+        total = f32(0.0)
+        for j in range(row.size):
+            v = we[j] + pe[j] + te[j]
+            row[j] = v
+            total += v - pivot
+        _normalize(row, pivot, total, w, beta, eps)
+
+
+@njit(inline="always", **REDUCING)
+def _normalize(row, pivot, total, w, beta, eps):
+    """row = (row - mean) / sqrt(var + eps) * w + beta, given total = sum(row - pivot), pivot one of the row's values:
+    the mean is summed about it (mean = pivot + mean(row - pivot)), so a row far from zero loses no more than one
+    near it."""
+    m = f32(row.size)
+    mean = pivot + total / m
+    squares = f32(0.0)
+    for j in range(row.size):
+        d = row[j] - mean
+        squares += d * d
+    rstd = f32(1.0) / np.sqrt(squares / m + f32(eps))
+    for j in range(row.size):
+        row[j] = (row[j] - mean) * rstd * w[j] + beta[j]
 
 
 @njit(inline="always", **REDUCING)

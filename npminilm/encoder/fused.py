@@ -1,10 +1,12 @@
-"""The packed forward's block with the numba kernels (`npminilm.cpu`, the `fast` extra), for float32 inference:
-the same function as `packed.layer`, with what lies between the GEMMs done in one pass a row.
+"""The packed forward's embeddings and block with the numba kernels (`npminilm.cpu`, the `fast` extra), for float32
+inference: the same functions as `packed.embeddings` and `packed.layer`, with what lies between the GEMMs done in
+one pass a row.
 
+    x = embed_layernorm(word[ids] + position[t] + token_type[type])    gathered and normalised in one pass a token
     q, k, v = x [Wq; Wk; Wv]^T                                         one GEMM (MKL's packed sgemm where it runs,
                                                                        else the register tiles)
-    a = attention of q + bq, k + bk, v + bv per run of equal-length    `cpu.attention`'s kernel (the biases in
-        texts                                                          its bounds' pass)
+    a = attention of q + bq, k + bk, v + bv per run of equal-length    `cpu.attention`'s kernel (the biases
+        texts                                                          added in its first pass)
     h = add_layernorm(a Wo^T; bo, x)                                   LN(. + bo + x) in one pass
     f = gelu_bias(h Wi^T; bi)                                          GELU(. + bi) in one pass
     out = add_layernorm(f Wd^T; bd, h)
@@ -14,7 +16,8 @@ import numpy as np
 
 from ..cpu import mkl, tiled_linear
 from ..cpu.attention import attention_heads
-from ..cpu.kernels import add_layernorm, gelu_bias
+from ..cpu.kernels import add_layernorm, embed_layernorm, gelu_bias
+from ..errors import InvalidInputError
 from ..nn.ops import EXP_FREE
 
 QKV = ("query", "key", "value")
@@ -24,6 +27,19 @@ def linear_gemm():
     """The x @ w.T of the block's linear layers, x @ [w_1; w_2; ..].T for several weights: from MKL's pack of
     them where it runs (`cpu.mkl`), else from their panels through the register tiles (`cpu.tiled_linear`)."""
     return mkl.matmul_t if mkl.available() else tiled_linear.matmul_t
+
+
+def embeddings(params, config, batch):
+    """`packed.embeddings` in one pass a token: (batch.rows, C), zeros in the padding rows."""
+    tables = [params[f"embeddings.{name}_embeddings.weight"] for name in ("word", "position", "token_type")]
+    indices = (batch.input_ids, batch.positions, batch.token_type_ids)
+    for name, index, table in zip(("input_ids", "positions", "token_type_ids"), indices, tables):
+        if index.size and (index.min() < 0 or index.max() >= len(table)):  # the kernel reads where it is told
+            raise InvalidInputError(f"{name} must lie in [0, {len(table)}), got {index.min()}..{index.max()}")
+    x = (np.empty if batch.dense else np.zeros)((batch.rows, config.hidden_size), np.float32)
+    embed_layernorm(x, batch.layout[0], *indices, *tables, params["embeddings.LayerNorm.weight"],
+                    params["embeddings.LayerNorm.bias"], config.layer_norm_eps)
+    return x
 
 
 def fused_layer(params, config, i, x, batch):

@@ -11,9 +11,9 @@ in different ways (`runtime.blas_rows`). Packed by BLAS's row classes, every tok
 computes as it computes the token's row when the text is alone, so a text gets the same bits in any batch;
 the few rows no token takes are zeros.
 
-With the `fast` extra (numba), a float32 forward runs each block as `fused.fused_layer`: the same function, with
-the work between the GEMMs in numba kernels and the GEMMs through MKL's packed sgemm where it runs
-(`npminilm.cpu`); `NPMINILM_NUMBA=0` keeps the NumPy ops.
+With the `fast` extra (numba), a float32 forward runs the embeddings and each block as `fused` does them: the
+same functions, with the work between the GEMMs in numba kernels and the GEMMs through MKL's packed sgemm where it
+runs, else the register tiles (`npminilm.cpu`); `NPMINILM_NUMBA=0` keeps the NumPy ops.
 """
 
 from dataclasses import dataclass
@@ -108,26 +108,28 @@ def packed_forward(params, config, batch):
     if batch.lengths.max() > config.max_position_embeddings:
         raise InvalidInputError(f"a text of {batch.lengths.max()} tokens exceeds max_position_embeddings "
                                 f"{config.max_position_embeddings}")
-    x = embeddings(params, config, batch)
-    block = fused_block(x.dtype) or layer
+    fused = fused_ops(params["embeddings.word_embeddings.weight"].dtype)
+    x = (fused.embeddings if fused else embeddings)(params, config, batch)
+    block = fused.fused_layer if fused else layer
     for i in range(config.num_hidden_layers):
         x = block(params, config, i, x, batch)
     return x
 
 
-def fused_block(dtype):
-    """`fused.fused_layer` where the `fast` extra's numba kernels run and the forward is float32, else None."""
+def fused_ops(dtype):
+    """The `fused` module (its `embeddings` and `fused_layer`) where the `fast` extra's numba kernels run and the
+    forward is float32, else None."""
     if np.dtype(dtype) != np.float32 or not numba_available():
         return None
-    from .fused import fused_layer
+    from . import fused
 
-    return fused_layer
+    return fused
 
 
 def linear_gemm(dtype):
     """The x @ w.T that the forward's linear layers run for this dtype here, for deterministic mode to probe its
     rows: the fused block's (`fused.linear_gemm`), or None for numpy's."""
-    if fused_block(dtype) is None:
+    if fused_ops(dtype) is None:
         return None
     from .fused import linear_gemm as fused_gemm
 

@@ -1,5 +1,6 @@
 """The numba kernels against the same math in float64: exp, GELU with its bias, the residual LayerNorm, the
-unnormalised softmax rows; over awkward shapes, and a row's bits the same wherever it sits in an array."""
+embeddings' LayerNorm, the unnormalised softmax rows; over awkward shapes, and a row's bits the same wherever it
+sits in an array."""
 
 import numpy as np
 import pytest
@@ -67,6 +68,27 @@ def test_add_layernorm(shape, offset):
     assert np.abs(y - exact).max() <= 1.5 * tol + 1e-6, (np.abs(y - exact).max(), tol)
 
 
+@pytest.mark.parametrize("C", [1, 7, 33, 384])
+@pytest.mark.parametrize("offset", [0.0, 300.0])
+def test_embed_layernorm(C, offset):
+    rng = np.random.default_rng()
+    word, position, token_type = (rng.standard_normal((n, C)).astype(np.float32) + np.float32(offset / 3)
+                                  for n in (50, 20, 2))
+    w, beta = (rng.standard_normal(C).astype(np.float32) for _ in range(2))
+    N, R = 13, 17
+    ids, positions, types = rng.integers(0, 50, N), rng.integers(0, 20, N), rng.integers(0, 2, N)
+    rows = rng.permutation(R)[:N]  # tokens scattered over more rows than there are tokens
+    out = np.full((R, C), 7.0, np.float32)  # rows no token takes keep what they had
+    eps = float(rng.choice([1e-12, 1e-5]))
+    K.embed_layernorm(out, rows, ids, positions, types, word, position, token_type, w, beta, eps)
+    s = (word[ids] + position[positions]) + token_type[types]  # float32, the kernel's order
+    exact, _ = layernorm_forward(s.astype(np.float64), w.astype(np.float64), beta.astype(np.float64), eps)
+    ours, _ = layernorm_forward(s, w, beta, eps)
+    tol = np.abs(ours - exact).max()
+    assert np.abs(out[rows] - exact).max() <= 1.5 * tol + 1e-6, (np.abs(out[rows] - exact).max(), tol)
+    assert (np.delete(out, rows, axis=0) == 7.0).all()
+
+
 @pytest.mark.parametrize("T", [1, 7, 16, 65, 300])
 def test_exp_shifted_by_the_row_max_or_by_nothing(T):
     rng = np.random.default_rng()
@@ -107,6 +129,12 @@ def test_a_row_s_bits_do_not_depend_on_where_it_sits():
         alone, many = row.copy(), block.copy()
         K.add_layernorm(alone, b, res, w, beta, 1e-12)
         K.add_layernorm(many, b, resid, w, beta, 1e-12)
+        assert many[at].tobytes() == alone[0].tobytes()
+        alone, many = np.zeros_like(row), np.zeros_like(block)
+        K.embed_layernorm(alone, np.zeros(1, np.int64), np.zeros(1, np.int64), np.zeros(1, np.int64),
+                          np.zeros(1, np.int64), row, res, b[None], w, beta, 1e-12)
+        K.embed_layernorm(many, np.arange(n), np.arange(n), np.arange(n), np.zeros(n, np.int64), block, resid,
+                          b[None], w, beta, 1e-12)
         assert many[at].tobytes() == alone[0].tobytes()
         alone, many = row.copy(), block.copy()
         total = K.exp_shifted(alone[0], K._row_max(alone[0]))

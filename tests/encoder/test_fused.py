@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from npminilm.encoder.packed import PackedTexts, packed_forward
+from npminilm.errors import InvalidInputError
 from tests.helpers import assert_close
 
 
@@ -43,3 +44,34 @@ def test_degenerate_long_inputs_drift_no_more(encoder, encoder64, monkeypatch):
     for f, p, e in zip(fused, plain, exact):
         fused_err, plain_err = np.abs(f - e).max(), np.abs(p - e).max()
         assert fused_err <= 1.25 * plain_err + 1e-6, (fused_err, plain_err)
+
+
+@pytest.mark.parametrize("classes", [(0,), (0, 1, 1)])
+def test_fused_embeddings_equal_float64(encoder, encoder64, classes):
+    """Token types 0 and 1 (a cross-encoder's pairs), the dense layout and one with rows between the texts."""
+    from npminilm.encoder.fused import embeddings as fused_embeddings
+    from npminilm.encoder.packed import embeddings
+
+    rng = np.random.default_rng()
+    config = encoder.bert_config
+    lengths = rng.integers(1, 40, 6)
+    batch = PackedTexts.pack([rng.integers(0, config.vocab_size, n) for n in lengths],
+                             [rng.integers(0, 2, n) for n in lengths], classes)
+    got = fused_embeddings(encoder.params, config, batch)
+    assert got.shape == (batch.rows, config.hidden_size)
+    rows = batch.layout[0]  # the NumPy op normalises the padding rows' zeros too (to the LayerNorm's bias)
+    exact = embeddings(encoder64.params, config, batch)[rows]
+    plain = embeddings(encoder.params, config, batch)[rows]
+    tol = np.abs(plain - exact).max()  # the NumPy float32 op's error, with a margin for rounding luck
+    assert np.abs(got[rows] - exact).max() <= 1.5 * tol + 1e-6, (np.abs(got[rows] - exact).max(), tol)
+    assert (np.delete(got, rows, axis=0) == 0).all()
+
+
+@pytest.mark.parametrize("field, value", [("input_ids", 30522), ("input_ids", -1), ("token_type_ids", 2)])
+def test_fused_embeddings_refuse_indices_outside_their_tables(encoder, field, value):
+    from npminilm.encoder.fused import embeddings as fused_embeddings
+
+    batch = PackedTexts.pack([np.array([101, 2000, 102])], [np.zeros(3, np.int64)])
+    getattr(batch, field)[1] = value
+    with pytest.raises(InvalidInputError, match=field):
+        fused_embeddings(encoder.params, encoder.bert_config, batch)
