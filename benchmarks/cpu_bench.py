@@ -9,8 +9,8 @@ ONNX graph and OpenVINO fp32 on the same export: the fp32 engines people pick.
     python benchmarks/cpu_bench.py --avx2-code      # on an AVX-512 CPU: every engine's AVX2 code (AVX2_CODE)
 
 Workloads: the 2,758 STSb test sentences and 200 passages of 200 words from Tiny Shakespeare (truncated at
-256 tokens), at batch sizes 32 and 128. Prints sentences/s per engine, the ratio to ST (the median over rounds),
-and the achieved GFLOP/s (real tokens only: L * n * (8C^2 + 4CI + 4nC) for a text of n tokens, 22.4 MFLOP per
+256 tokens), at batch sizes 32 and 128. Prints sentences/s per engine, the ratio to ST (the median over rounds;
+each round's rate is listed too, as the engines' speeds drift over a run), and the achieved GFLOP/s (real tokens only: L * n * (8C^2 + 4CI + 4nC) for a text of n tokens, 22.4 MFLOP per
 token at n = 128) as a share of the sgemm rate measured in the same run. Then npminilm's per-stage profile for
 each kernel set (GEMMs, attention, GELU, LayerNorm, the rest; one worker with BLAS on one thread, so the stages
 add up to the wall time and show one core's), the tokenizer
@@ -438,13 +438,14 @@ def main():
             peers[name] = f"FAILED: {type(e).__name__}: {' '.join(str(e).split())[:300]}"
             failed.append(name)
         print(f"{name}: {peers[name]}", flush=True)
-    gemm = sgemm_gflops()
+    gemm = max(sgemm_gflops(), sgemm_gflops())  # a cold first reading (threads starting) once came out at half
     print(f"sgemm: {gemm:.0f} GFLOP/s", flush=True)
 
     cols = " | ".join(f"{e} sent/s | {e} / ST | {e} % sgemm" for e in engines if e != "ST")
     lines = [f"| workload | batch | ST sent/s | ST % sgemm | {cols} | max abs diff |",
              "|---|---|" + "---|" * (2 + 3 * (len(engines) - 1)) + "---|"]
     texts_by_name = workloads()
+    spread = ["| workload | batch | " + " | ".join(engines) + " |", "|---|---|" + "---|" * len(engines)]
     for name, texts in texts_by_name.items():
         n_tokens = [len(ours.tokenizer.encode(t.strip().lower(), max_length=ours.max_seq_length)) for t in texts]
         total = flops(n_tokens, ours.bert_config)
@@ -462,6 +463,8 @@ def main():
             row = f"| {name} ({len(texts)}) | {batch} | {rate['ST']:.1f} | {share['ST']:.0f}% | {cells} | {diff:.1e} |"
             print(row, flush=True)
             lines.append(row)
+            spread.append(f"| {name} | {batch} | " + " | ".join(" ".join(f"{len(texts) / t:.1f}" for t in times[e])
+                                                                for e in engines) + " |")
     gemm_after = sgemm_gflops()
 
     profile = []
@@ -497,14 +500,15 @@ def main():
         f"- python {platform.python_version()}, numpy {np.__version__}, torch {torch.__version__} "
         f"({torch.get_num_threads()} threads), npminilm {npminilm.__version__}, "
         + ", ".join(f"{name} {version}" for name, version in peers.items()),
-        f"- sgemm (float32, 4096x384 @ 384x1536): {gemm:.0f} GFLOP/s before, {gemm_after:.0f} after; "
-        "% sgemm uses the first",
+        f"- sgemm (float32, 4096x384 @ 384x1536): {gemm:.0f} GFLOP/s before (the higher of two readings), "
+        f"{gemm_after:.0f} after; % sgemm uses the one before",
         f"- load average before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f} (other work on the machine)",
         f"- median of {args.rounds} alternating rounds; ratios are to sentence-transformers",
         "",
     ]
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(header + lines + ["", "## Where npminilm's time goes (per-stage profile)", ""]
+    args.out.write_text("\n".join(header + lines + ["", "## Each round (sentences/s, in the order run)", ""] + spread
+                                   + ["", "## Where npminilm's time goes (per-stage profile)", ""]
                                    + profile + ["## Tokenizer", ""] + tok
                                    + ["", "## Cold start and memory (fresh processes)", ""] + proc) + "\n")
     print(f"written to {args.out}")
