@@ -108,13 +108,8 @@ def add_layernorm(x, b, residual, w, beta, eps):
     mean squared deviation. x, residual (N, C) float32; b, w, beta (C,)."""
     prefer_512_bit_vectors()
     for i in range(x.shape[0]):
-        row, res = x[i], residual[i]
-        pivot = row[0] + b[0] + res[0]
-        total = f32(0.0)
-        for j in range(row.size):
-            v = row[j] + b[j] + res[j]
-            row[j] = v
-            total += v - pivot
+        row = x[i]
+        pivot, total = _sum_into(row, row, b, residual[i])
         _normalize(row, pivot, total, w, beta, eps)
 
 
@@ -125,14 +120,22 @@ def embed_layernorm(out, rows, ids, positions, types, word, position, token_type
     table (the caller checks); word, position, token_type (n_i, C); w, beta (C,)."""
     prefer_512_bit_vectors()
     for t in range(ids.size):
-        row, we, pe, te = out[rows[t]], word[ids[t]], position[positions[t]], token_type[types[t]]
-        pivot = we[0] + pe[0] + te[0]
-        total = f32(0.0)
-        for j in range(row.size):
-            v = we[j] + pe[j] + te[j]
-            row[j] = v
-            total += v - pivot
+        row = out[rows[t]]
+        pivot, total = _sum_into(row, word[ids[t]], position[positions[t]], token_type[types[t]])
         _normalize(row, pivot, total, w, beta, eps)
+
+
+@njit(inline="always", **REDUCING)
+def _sum_into(row, a, b, c):
+    """row = a + b + c (row may be a); returns (pivot, sum(row - pivot)), pivot the row's first value, for
+    `_normalize`."""
+    pivot = a[0] + b[0] + c[0]
+    total = f32(0.0)
+    for j in range(row.size):
+        v = a[j] + b[j] + c[j]
+        row[j] = v
+        total += v - pivot
+    return pivot, total
 
 
 @njit(inline="always", **REDUCING)
