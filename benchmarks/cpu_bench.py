@@ -10,8 +10,9 @@ ONNX graph and OpenVINO fp32 on the same export: the fp32 engines people pick.
 
 Workloads: the 2,758 STSb test sentences and 200 passages of 200 words from Tiny Shakespeare (truncated at
 256 tokens), at batch sizes 32 and 128. Prints sentences/s per engine, the ratio to ST (the median over rounds;
-each round's rate is listed too, as the engines' speeds drift over a run), and the achieved GFLOP/s (real tokens only: L * n * (8C^2 + 4CI + 4nC) for a text of n tokens, 22.4 MFLOP per
-token at n = 128) as a share of the sgemm rate measured in the same run. Then npminilm's per-stage profile for
+each round's rate is listed too, as the engines' speeds drift over a run), and the achieved GFLOP/s (real tokens
+only: L * n * (8C^2 + 4CI + 4nC) for a text of n tokens, 22.4 MFLOP per token at n = 128) as a share of the sgemm
+rate measured in the same run. Then npminilm's per-stage profile for
 each kernel set (GEMMs, attention, GELU, LayerNorm, the rest; one worker with BLAS on one thread, so the stages
 add up to the wall time and show one core's), the tokenizer
 against the HF fast tokenizer called one text at a time (and a check that the ids agree), cold start (a fresh
