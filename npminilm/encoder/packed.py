@@ -104,10 +104,15 @@ class PackedTexts:
 
 
 def packed_forward(params, config, batch):
-    """The encoder over packed texts: (batch.rows, C) last hidden states; rows between texts are padding."""
+    """The encoder over packed texts: (batch.rows, C) last hidden states; rows between texts are padding. Every
+    index is checked against its table first: numpy would wrap a negative id, the fused kernel read past a table."""
     if batch.lengths.max() > config.max_position_embeddings:
         raise InvalidInputError(f"a text of {batch.lengths.max()} tokens exceeds max_position_embeddings "
                                 f"{config.max_position_embeddings}")
+    for name, table in (("input_ids", "word"), ("token_type_ids", "token_type")):  # positions: by the lengths
+        index, size = getattr(batch, name), len(params[f"embeddings.{table}_embeddings.weight"])
+        if index.size and (index.min() < 0 or index.max() >= size):
+            raise InvalidInputError(f"{name} must lie in [0, {size}), got {index.min()}..{index.max()}")
     fused = fused_ops(params["embeddings.word_embeddings.weight"].dtype)
     x = (fused.embeddings if fused else embeddings)(params, config, batch)
     block = fused.fused_layer if fused else layer

@@ -67,11 +67,13 @@ def test_fused_embeddings_equal_float64(encoder, encoder64, classes):
     assert (np.delete(got, rows, axis=0) == 0).all()
 
 
-@pytest.mark.parametrize("field, value", [("input_ids", 30522), ("input_ids", -1), ("token_type_ids", 2)])
-def test_fused_embeddings_refuse_indices_outside_their_tables(encoder, field, value):
-    from npminilm.encoder.fused import embeddings as fused_embeddings
-
+@pytest.mark.parametrize("numba", ["1", "0"])
+@pytest.mark.parametrize("field, value", [("input_ids", 30522), ("input_ids", -1), ("token_type_ids", 2),
+                                          ("token_type_ids", -1)])
+def test_packed_forward_refuses_indices_outside_their_tables(encoder, field, value, numba, monkeypatch):
+    """Either path: the fused kernel would read past a table, numpy would wrap a negative index to its end."""
+    monkeypatch.setenv("NPMINILM_NUMBA", numba)
     batch = PackedTexts.pack([np.array([101, 2000, 102])], [np.zeros(3, np.int64)])
     getattr(batch, field)[1] = value
     with pytest.raises(InvalidInputError, match=field):
-        fused_embeddings(encoder.params, encoder.bert_config, batch)
+        packed_forward(encoder.params, encoder.bert_config, batch)
