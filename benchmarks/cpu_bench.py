@@ -18,7 +18,8 @@ add up to the wall time and show one core's), the tokenizer
 against the HF fast tokenizer called one text at a time (and a check that the ids agree), cold start (a fresh
 process: import, load, first embedding) and peak RSS (a fresh process encoding the STSb sentences). Writes the
 tables with the machine (CPU model, ISA, the BLAS library and kernel numpy runs, from threadpoolctl), versions,
-load and date to benchmarks/results/cpu_bench/. A peer that is not installed is reported as skipped; a peer that
+load, the CPU time a hypervisor gave other guests during the rounds (steal), and date to
+benchmarks/results/cpu_bench/. A peer that is not installed is reported as skipped; a peer that
 fails is reported with its error, and the script then exits with status 1.
 """
 
@@ -56,6 +57,17 @@ def timed(fn):
     start = time.perf_counter()
     out = fn()
     return time.perf_counter() - start, out
+
+
+def stolen_seconds():
+    """CPU seconds the hypervisor has run other guests while this machine's vCPUs were ready to run (the steal
+    column of /proc/stat, all CPUs together), or None where the kernel does not count it (not Linux)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+        return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def sgemm_gflops(repeats=10):
@@ -371,6 +383,17 @@ def tokenizer_rows(ours, texts_by_name, rounds):
     return rows
 
 
+def steal_line(steal):
+    """What the hypervisor took from the timed rounds (`stolen_seconds`): other guests' work on these cores."""
+    if not steal:
+        return "CPU time stolen by the hypervisor during the rounds: not counted here (no /proc/stat)"
+    stolen, timed_s = sum(s for s, _, _ in steal), sum(t for _, t, _ in steal)
+    worst, worst_t, worst_round = max(steal, key=lambda x: x[0] / x[1])
+    return (f"CPU time stolen by the hypervisor (steal, /proc/stat) during the timed rounds: {stolen:.1f} s of "
+            f"{timed_s:.0f} s x {os.cpu_count()} cores ({100 * stolen / timed_s / os.cpu_count():.2f}%); the most in "
+            f"one round: {worst:.2f} s of {worst_t:.1f} s ({worst_round})")
+
+
 def kernels_line(sets):
     """What npminilm runs here, for the results' header."""
     from importlib.metadata import version
@@ -447,15 +470,19 @@ def main():
              "|---|---|" + "---|" * (2 + 3 * (len(engines) - 1)) + "---|"]
     texts_by_name = workloads()
     spread = ["| workload | batch | " + " | ".join(engines) + " |", "|---|---|" + "---|" * len(engines)]
+    steal = []  # (seconds stolen, seconds timed, what ran) for each engine's round
     for name, texts in texts_by_name.items():
         n_tokens = [len(ours.tokenizer.encode(t.strip().lower(), max_length=ours.max_seq_length)) for t in texts]
         total = flops(n_tokens, ours.bert_config)
         for batch in (32, 128):
             times, outs = {e: [] for e in engines}, {}
-            for _ in range(args.rounds):  # alternate so drift in machine load hits every engine alike
+            for round_ in range(args.rounds):  # alternate so drift in machine load hits every engine alike
                 for e, encode in engines.items():
+                    before = stolen_seconds()
                     t, outs[e] = timed(lambda: encode(texts, batch_size=batch))
                     times[e].append(t)
+                    if before is not None:
+                        steal.append((stolen_seconds() - before, t, f"{e}, {name} batch {batch} round {round_ + 1}"))
             rate = {e: len(texts) / statistics.median(t) for e, t in times.items()}
             share = {e: total / statistics.median(t) / 1e9 / gemm * 100 for e, t in times.items()}
             cells = " | ".join(f"{rate[e]:.1f} | {rate[e] / rate['ST']:.2f} | {share[e]:.0f}%" for e in engines
@@ -503,7 +530,9 @@ def main():
         + ", ".join(f"{name} {version}" for name, version in peers.items()),
         f"- sgemm (float32, 4096x384 @ 384x1536): {gemm:.0f} GFLOP/s before (the higher of two readings), "
         f"{gemm_after:.0f} after; % sgemm uses the one before",
-        f"- load average before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f} (other work on the machine)",
+        f"- load average (1 min) before {load_before[0]:.2f} (other work on the machine), after "
+        f"{os.getloadavg()[0]:.2f} (this benchmark's own threads included)",
+        f"- {steal_line(steal)}",
         f"- median of {args.rounds} alternating rounds; ratios are to sentence-transformers",
         "",
     ]
