@@ -530,7 +530,7 @@ def main():
         + ", ".join(f"{name} {version}" for name, version in peers.items()),
         f"- sgemm (float32, 4096x384 @ 384x1536): {gemm:.0f} GFLOP/s before (the higher of two readings), "
         f"{gemm_after:.0f} after; % sgemm uses the one before",
-        f"- load average (1 min) before {load_before[0]:.2f} (other work on the machine), after "
+        f"- load average (1 min) before {load_before[0]:.2f} (whatever ran in the minute before), after "
         f"{os.getloadavg()[0]:.2f} (this benchmark's own threads included)",
         f"- {steal_line(steal)}",
         f"- median of {args.rounds} alternating rounds; ratios are to sentence-transformers",
