@@ -19,8 +19,8 @@ against the HF fast tokenizer called one text at a time (and a check that the id
 process: import, load, first embedding) and peak RSS (a fresh process encoding the STSb sentences). Writes the
 tables with the machine (CPU model, ISA, the BLAS library and kernel numpy runs, from threadpoolctl), versions,
 load, the CPU time a hypervisor gave other guests during the rounds (steal), and date to
-benchmarks/results/cpu_bench/. A peer that is not installed is reported as skipped; a peer that
-fails is reported with its error, and the script then exits with status 1.
+benchmarks/results/cpu_bench/. A peer that is not installed is reported as skipped; a peer that fails is reported
+with its error, and the script then exits with status 1.
 """
 
 import argparse
