@@ -26,7 +26,8 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 ROOT = Path(__file__).resolve().parents[1]
 
-NEEDS_THREADPOOLCTL = ["encoder/test_deterministic.py", "runtime/test_blas_rows.py", "finetune/test_fit_threads.py"]
+NEEDS_THREADPOOLCTL = ["encoder/test_deterministic.py", "runtime/test_blas_rows.py", "runtime/test_parallel_pinning.py",
+                       "finetune/test_fit_threads.py"]
 NEEDS_SERVE = ["serve/test_server.py", "serve/test_app.py"]  # the `serve` extra, the openai client, threadpoolctl
 NEEDS_PYARROW = ["corpus/test_parquet.py"]  # the `corpus` extra
 NEEDS_RAY = ["corpus/test_ray.py"]  # the `ray` extra: a real local cluster
