@@ -179,7 +179,10 @@ def test_mamba_mixer_float64_equals_torch_autograd(bias):
     ta = torch.tensor(a, requires_grad=True)
     ref = torch_mamba_mixer(ta, tw, config)
     (ref * torch.from_numpy(dout)).sum().backward()
-    assert_close(out, ref.detach().numpy(), 1e-10, name="mixer output")
+    # relative to the output's scale, as the gradients are: a draw's largest |y| is ~400 typically and up to 2e4.
+    # In two runs of 600 draws the largest differences were 1.1e-8 and 1.5e-11, at most 5.0e-12 of the largest
+    # |y|; an absolute bar of 1e-10 failed 4 and 0 of the draws
+    assert rel_error(out, ref.detach().numpy()) <= 1e-10
     assert rel_error(da, ta.grad.numpy()) <= 1e-10
     for k in w:
         assert rel_error(grads[k], tw[k].grad.numpy()) <= 1e-10, k
