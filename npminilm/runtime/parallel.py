@@ -32,18 +32,21 @@ def _blas_controller():
     """threadpoolctl's handle on the BLAS libraries loaded when it is first asked for, made once per process. Its
     scan of the process's libraries costs 0.3-1.1 ms, which every pinned call had paid: one sentence in
     deterministic mode took 4.4-4.6 ms, and takes 2.9-3.1 with the handle kept (Zen 4). numpy's BLAS, the one
-    npminilm runs, is loaded first; a BLAS that another library loads later is not pinned."""
+    npminilm runs, is loaded first; a BLAS that another library loads later is not pinned. None without
+    threadpoolctl."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return None
     import numpy  # noqa: F401  (loads numpy's BLAS, the one to pin, before the scan)
-    from threadpoolctl import ThreadpoolController
 
     return ThreadpoolController()
 
 
 def _single_threaded_blas():
     """A context that limits BLAS to one thread per call, or None when threadpoolctl is not installed."""
-    if not blas_pinnable():
-        return None
-    return _blas_controller().limit(limits=1, user_api="blas")
+    controller = _blas_controller()
+    return None if controller is None else controller.limit(limits=1, user_api="blas")
 
 
 def blas_pinnable():
