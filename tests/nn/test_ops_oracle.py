@@ -211,7 +211,9 @@ def case_cosent(data, rng):
 
 def case_matryoshka(data, rng):
     B, C = data.draw(SIZES), data.draw(st.sampled_from([8, 32]))
-    dims = sorted({C, *data.draw(st.lists(st.integers(1, C - 1), min_size=1, max_size=3))}, reverse=True)
+    # at least 2 (as test_ops.test_matryoshka): a 1-D vector's cosine is +-1, so its gradient is rounding noise,
+    # which in float32 outweighed a small true gradient in 0.6% of draws
+    dims = sorted({C, *data.draw(st.lists(st.integers(2, C - 1), min_size=1, max_size=3))}, reverse=True)
     weights = rng.uniform(0.2, 2.0, size=len(dims))
     labels = rng.uniform(0, 1, size=B)
     inner = _cosent_reference(20.0, labels)
