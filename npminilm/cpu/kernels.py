@@ -38,6 +38,8 @@ _EXP_C = tuple(f32(c) for c in (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-
                                 1.6666665459e-1, 5.0000001201e-1))
 _P = f32(0.3275911 / math.sqrt(2.0))  # A&S's p, with the 1 / sqrt 2 of Phi(-a) = erfc(a / sqrt 2) / 2 folded in
 _A = tuple(f32(0.5 * c) for c in (1.061405429, -1.453152027, 1.421413741, -0.284496736, 0.254829592))  # a5..a1 / 2
+_EXP = (*_EXP_C, _LOG2E, _LN2_HI, _LN2_LO)  # expf's constants, as `_expf` takes them
+_GELU = (*_A, _P, *_EXP)  # GELU's, as `_gelu` takes them
 
 # error_model="numpy": no division checks (they stop vectorising); "contract": multiply-adds fused into FMAs (GELU
 # 1.4x faster); "reassoc" on the kernels with sums, so that LLVM vectorises them
@@ -74,32 +76,50 @@ def prefer_512_bit_vectors(typingctx):
 def expf(x):
     """e^x for float32 x, clamped to [-86.6, 88.3]: below, 2.3e-38 in place of smaller; above, 2.1e38 in place
     of larger (the kernels call it on x <= 40 only)."""
-    c1, c2, c3, c4, c5, c6 = _EXP_C
+    return _expf(x, _EXP)
+
+
+@njit(inline="always", **ELEMENTWISE)
+def _expf(x, constants):
+    """expf with its constants (`_EXP`) as a value: see `gelu_bias` for why a kernel may pass them in."""
+    c1, c2, c3, c4, c5, c6, log2e, ln2_hi, ln2_lo = constants
     x = min(max(x, f32(-86.6)), f32(88.3))  # 2^k stays normal (no slow denormals) and finite (k <= 127)
-    k = np.floor(x * _LOG2E + f32(0.5))  # np.floor keeps float32 (math.floor gives an int64)
-    r = x - k * _LN2_HI - k * _LN2_LO  # |r| <= ln 2 / 2
+    k = np.floor(x * log2e + f32(0.5))  # np.floor keeps float32 (math.floor gives an int64)
+    r = x - k * ln2_hi - k * ln2_lo  # |r| <= ln 2 / 2
     p = (((((c1 * r + c2) * r + c3) * r + c4) * r + c5) * r + c6) * (r * r) + r + f32(1.0)
     return p * _float32_from_bits((np.int32(k) + np.int32(127)) << np.int32(23))
 
 
 @njit(inline="always", **ELEMENTWISE)
-def gelu(v):
-    a5, a4, a3, a2, a1 = _A
+def _gelu(v, constants):
+    """GELU(v), its constants (`_GELU`) as a value."""
+    a5, a4, a3, a2, a1, p = constants[:6]
     a = abs(v)
-    t = f32(1.0) / (f32(1.0) + _P * a)
-    tail = ((((a5 * t + a4) * t + a3) * t + a2) * t + a1) * t * expf(f32(-0.5) * a * a)  # Phi(-|x|)
+    t = f32(1.0) / (f32(1.0) + p * a)
+    tail = ((((a5 * t + a4) * t + a3) * t + a2) * t + a1) * t * _expf(f32(-0.5) * a * a, constants[6:])  # Phi(-|x|)
     return f32(0.5) * (v + a) - a * tail
 
 
-@njit(**ELEMENTWISE)
 def gelu_bias(x, b):
-    """x = GELU(x + b) in place. x (N, I) float32, C-contiguous; b (I,)."""
+    """x = GELU(x + b) in place. x (N, I) float32, C-contiguous; b (I,).
+
+    The kernel takes GELU's 15 constants as an argument. Compiled as AVX2 code, a loop has only 16 vector registers,
+    too few to keep them all. Constants of the kernel's own were then reloaded every iteration, each through a
+    64-bit address load (numba's code model). Constants from an argument are spilled to the stack, and the
+    multiply-adds read them from there. The bits are the same. 512 x 1536, one core, Zen 4, 2026-12-08, median of
+    200 interleaved calls: AVX2 code 0.704 -> 0.578-0.583 ms (1.21-1.22x), AVX-512 0.397-0.403 -> 0.379-0.381 ms
+    (1.05-1.06x)."""
+    _gelu_bias(x, b, _GELU)
+
+
+@njit(**ELEMENTWISE)
+def _gelu_bias(x, b, constants):
     prefer_512_bit_vectors()
     n, m = x.shape
     for i in range(n):
         row = x[i]
         for j in range(m):
-            row[j] = gelu(row[j] + b[j])
+            row[j] = _gelu(row[j] + b[j], constants)
 
 
 @njit(**REDUCING)
