@@ -107,8 +107,8 @@ def gelu_bias(x, b):
     too few to keep them all. Constants of the kernel's own were then reloaded every iteration, each through a
     64-bit address load (numba's code model). Constants from an argument are spilled to the stack, and the
     multiply-adds read them from there. The bits are the same. 512 x 1536, one core, Zen 4, 2026-12-08, median of
-    200 interleaved calls: AVX2 code 0.704 -> 0.578-0.583 ms (1.21-1.22x), AVX-512 0.397-0.403 -> 0.379-0.381 ms
-    (1.05-1.06x)."""
+    300 interleaved calls, two processes each: AVX2 code 0.703 -> 0.582 ms (1.22x), AVX-512 0.400 -> 0.382 ms
+    (1.05x)."""
     _gelu_bias(x, b, _GELU)
 
 
