@@ -28,9 +28,10 @@ def test_packed_forward_equals_float64(encoder, encoder64, lengths, monkeypatch)
     exact = packed_forward(encoder64.params, config, batch)
     assert_close(fused, exact, 1e-5, 1.3e-6, name="fused hidden states")  # the float32 bar against HF's
     # the typical error, not one outlier's: over 30 draws the max-error ratio ranged 0.58-1.82 (for either path the
-    # max is a tail event), the mean-error ratio 0.98-1.05
+    # max is a tail event); over 1,000 draws the mean-error ratio ranged 0.92-1.11, its 99th percentile 1.07 (a bar
+    # of 1.1 had failed 1 draw in 1,000)
     fused_err, plain_err = np.abs(fused - exact).mean(), np.abs(plain - exact).mean()
-    assert fused_err <= 1.1 * plain_err, (fused_err, plain_err)
+    assert fused_err <= 1.25 * plain_err, (fused_err, plain_err)
 
 
 def test_degenerate_long_inputs_drift_no_more(encoder, encoder64, monkeypatch):
